@@ -1,0 +1,18 @@
+"""TFDS builders for the segmentation datasets; importing this package registers them.
+
+Names: `isic2016` (train/test), `isic2018` (train/validation/test), `ph2` (train/test;
+TFDS's split='all' reads both),
+`conic/binary` and `conic/semantic` (train/validation/test). Every example is
+`{'image': uint8 (H, W, 3), 'mask': uint8 (H, W), 'id': str}` at full resolution.
+Prepare with `python -m sgdc_jax.data.prepare --dataset=NAME --manual_dir=DIR`, then read
+with `tfds.data_source(NAME, split=SPLIT, data_dir=DIR)`.
+"""
+from sgdc_jax.data.builders.conic import Conic
+from sgdc_jax.data.builders.isic2016 import Isic2016
+from sgdc_jax.data.builders.isic2018 import Isic2018
+from sgdc_jax.data.builders.ph2 import Ph2
+
+# name -> builder class, for `sgdc_jax.data.prepare`.
+BUILDERS = {cls.name: cls for cls in (Isic2016, Isic2018, Ph2, Conic)}
+
+__all__ = ['BUILDERS', 'Conic', 'Isic2016', 'Isic2018', 'Ph2']

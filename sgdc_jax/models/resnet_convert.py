@@ -1,0 +1,226 @@
+"""torchvision/timm ResNet weights -> the flax `ResNet` encoder of `SGDCNet`.
+
+`torchvision_resnet_to_flax` renames and transposes a state_dict (OIHW -> HWIO);
+`load_pretrained_encoder` reads a local `.pth`, `.safetensors` or `.npz` file and inserts the
+converted weights into an `SGDCNet`'s variables (subtree 'encoder'). Nothing is downloaded.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import flax
+import jax
+import numpy as np
+
+from sgdc_jax.models.resnet import EXPANSION, RESNET_SPECS, STAGE_WIDTHS
+
+_BN_TORCH_TO_FLAX = {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
+                     'running_mean': ('batch_stats', 'mean'),
+                     'running_var': ('batch_stats', 'var')}
+_OPTIONAL_BN_KEY = 'num_batches_tracked'
+
+
+def _module_table(depth: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+  """torch module prefix -> ('conv', OIHW shape) or ('bn', (C,)), for every encoder module."""
+  if depth not in RESNET_SPECS:
+    raise ValueError(f'ResNet depth must be one of {sorted(RESNET_SPECS)}, got {depth!r}')
+  kind, blocks = RESNET_SPECS[depth]
+  table: dict[str, tuple[str, tuple[int, ...]]] = {
+      'conv1': ('conv', (64, 3, 7, 7)), 'bn1': ('bn', (64,))}
+  in_ch = 64
+  for stage, (n_blocks, width) in enumerate(zip(blocks, STAGE_WIDTHS)):
+    out_ch = width * EXPANSION[kind]
+    for j in range(n_blocks):
+      p = f'layer{stage + 1}.{j}'
+      if kind == 'basic':
+        convs = [(width, in_ch, 3), (width, width, 3)]
+      else:
+        convs = [(width, in_ch, 1), (width, width, 3), (out_ch, width, 1)]
+      for z, (o, i, k) in enumerate(convs, start=1):
+        table[f'{p}.conv{z}'] = ('conv', (o, i, k, k))
+        table[f'{p}.bn{z}'] = ('bn', (o,))
+      stride = 2 if (j == 0 and stage > 0) else 1
+      if j == 0 and (stride != 1 or in_ch != out_ch):
+        table[f'{p}.downsample.0'] = ('conv', (out_ch, in_ch, 1, 1))
+        table[f'{p}.downsample.1'] = ('bn', (out_ch,))
+      in_ch = out_ch
+  return table
+
+
+def _flax_module_path(torch_prefix: str) -> tuple[str, ...]:
+  """'layer1.0.downsample.1' -> ('layer1_0', 'downsample_1'); 'bn1' -> ('bn1',)."""
+  parts = torch_prefix.split('.')
+  if parts[0].startswith('layer'):
+    block = f'{parts[0]}_{parts[1]}'
+    rest = parts[2:]
+    if rest[0] == 'downsample':
+      return (block, f'downsample_{rest[1]}')
+    return (block, rest[0])
+  return (parts[0],)
+
+
+def expected_torchvision_keys(depth: int) -> dict[str, tuple[int, ...]]:
+  """The torchvision ResNet state_dict keys (without `fc.*`) and their shapes for `depth`.
+
+  `num_batches_tracked` entries (shape `()`) are included; they are accepted but optional.
+  """
+  keys: dict[str, tuple[int, ...]] = {}
+  for prefix, (kind, shape) in _module_table(depth).items():
+    if kind == 'conv':
+      keys[f'{prefix}.weight'] = shape
+    else:
+      for name in ('weight', 'bias', 'running_mean', 'running_var'):
+        keys[f'{prefix}.{name}'] = shape
+      keys[f'{prefix}.{_OPTIONAL_BN_KEY}'] = ()
+  return keys
+
+
+def torchvision_resnet_to_flax(state_dict: Mapping[str, Any], depth: int
+                               ) -> dict[str, dict]:
+  """Converts a torchvision (or timm) ResNet state_dict into `ResNet(depth)` variables.
+
+  Args:
+    state_dict: name -> array-like (NumPy arrays, or anything `np.asarray` accepts), with
+      torchvision's names: `conv1.weight` (64, 3, 7, 7), `bn1.{weight,bias,running_mean,
+      running_var,num_batches_tracked}`, `layerX.Y.convZ.weight`, `layerX.Y.bnZ.*`,
+      `layerX.Y.downsample.{0,1}.*`. `fc.*` entries are ignored; `num_batches_tracked` is
+      optional.
+    depth: 18, 34, 50 or 101.
+
+  Returns:
+    `{'params': ..., 'batch_stats': ...}` nested dicts of float32 NumPy arrays shaped like the
+    flax `ResNet(depth)` variables (conv kernels HWIO).
+
+  Raises:
+    ValueError: unsupported depth; missing keys, unknown keys or shape mismatches (all of
+      them listed in the message).
+  """
+  expected = expected_torchvision_keys(depth)
+  provided = {k: v for k, v in state_dict.items() if not k.startswith('fc.')}
+  required = {k for k in expected if not k.endswith(_OPTIONAL_BN_KEY)}
+  missing = sorted(required - provided.keys())
+  unknown = sorted(provided.keys() - expected.keys())
+  bad_shapes = []
+  for key in sorted(provided.keys() & expected.keys()):
+    shape = tuple(np.shape(provided[key]))
+    if shape != expected[key] and not key.endswith(_OPTIONAL_BN_KEY):
+      bad_shapes.append(f'{key}: got {shape}, expected {expected[key]}')
+  problems = []
+  if missing:
+    problems.append(f'missing keys ({len(missing)}): {missing}')
+  if unknown:
+    problems.append(f'unknown keys ({len(unknown)}): {unknown}')
+  if bad_shapes:
+    problems.append(f'shape mismatches ({len(bad_shapes)}): {bad_shapes}')
+  if problems:
+    raise ValueError(f'state_dict is not a torchvision ResNet-{depth}: ' + '; '.join(problems))
+
+  out: dict[str, dict] = {'params': {}, 'batch_stats': {}}
+  for prefix, (kind, _) in _module_table(depth).items():
+    path = _flax_module_path(prefix)
+    if kind == 'conv':
+      w = np.asarray(provided[f'{prefix}.weight'], dtype=np.float32)
+      _set(out['params'], path + ('kernel',), np.ascontiguousarray(w.transpose(2, 3, 1, 0)))
+    else:
+      for torch_name, (collection, flax_name) in _BN_TORCH_TO_FLAX.items():
+        value = np.asarray(provided[f'{prefix}.{torch_name}'], dtype=np.float32)
+        _set(out[collection], path + (flax_name,), value)
+  return out
+
+
+def _set(tree: dict, path: tuple[str, ...], value: np.ndarray) -> None:
+  for name in path[:-1]:
+    tree = tree.setdefault(name, {})
+  tree[path[-1]] = value
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+  """Reads a state_dict from a local `.pth`/`.pt`, `.safetensors` or `.npz` file.
+
+  A `.pth` holding `{'state_dict': {...}}` or `{'model': {...}}` (common checkpoint wrappers)
+  is unwrapped. torch is imported only for `.pth`/`.pt`.
+
+  Returns:
+    name -> NumPy array.
+
+  Raises:
+    FileNotFoundError: no file at `path`.
+    ValueError: unsupported extension or file content.
+    ImportError: `.pth` given but torch is not installed.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'pretrained encoder file not found: {path!r}')
+  ext = os.path.splitext(path)[1].lower()
+  if ext in ('.pth', '.pt'):
+    try:
+      import torch  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+      raise ImportError(
+          f'reading {path!r} needs PyTorch (pip install torch); alternatively convert the '
+          'file once to .safetensors or .npz where torch is available') from e
+    obj = torch.load(path, map_location='cpu', weights_only=True)
+    for wrapper in ('state_dict', 'model'):
+      if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+        obj = obj[wrapper]
+    if not isinstance(obj, dict):
+      raise ValueError(f'{path!r} does not hold a state_dict (got {type(obj).__name__})')
+    return {k: v.detach().cpu().float().numpy() if v.is_floating_point() else v.cpu().numpy()
+            for k, v in obj.items()}
+  if ext == '.safetensors':
+    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+    return dict(load_file(path))
+  if ext == '.npz':
+    with np.load(path, allow_pickle=False) as data:
+      return {k: data[k] for k in data.files}
+  raise ValueError(f'pretrained encoder file {path!r}: unsupported extension {ext!r} '
+                   '(expected .pth, .pt, .safetensors or .npz)')
+
+
+def _infer_depth(encoder_params: Mapping[str, Any]) -> int:
+  """Recovers the ResNet depth from the block names of an encoder 'params' subtree."""
+  n_blocks = tuple(sum(1 for k in encoder_params if k.startswith(f'layer{s}_'))
+                   for s in range(1, 5))
+  kind = 'bottleneck' if 'conv3' in encoder_params.get('layer1_0', {}) else 'basic'
+  for depth, spec in RESNET_SPECS.items():
+    if spec == (kind, n_blocks):
+      return depth
+  raise ValueError(f'variables hold no known ResNet encoder (blocks per stage {n_blocks}, '
+                   f'{kind} blocks)')
+
+
+def load_pretrained_encoder(variables: Mapping[str, Any], path: str) -> dict[str, Any]:
+  """Returns `variables` of an `SGDCNet` with the encoder replaced by the weights in `path`.
+
+  Args:
+    variables: `{'params': {'encoder': ..., ...}, 'batch_stats': {'encoder': ..., ...}}` as
+      returned by `SGDCNet.init` (dict or FrozenDict). Not modified.
+    path: local torchvision/timm ResNet file (`.pth`, `.safetensors` or `.npz`), with the
+      depth matching the network's encoder.
+
+  Returns:
+    New variables (same container type as given); every other entry is shared unchanged. The
+    encoder arrays are float32 `jax.Array`s.
+
+  Raises:
+    FileNotFoundError: missing file. ValueError: wrong keys/shapes (see
+    `torchvision_resnet_to_flax`) or variables without an encoder.
+  """
+  frozen = isinstance(variables, flax.core.FrozenDict)
+  new = flax.core.unfreeze(variables) if frozen else dict(variables)
+  if 'encoder' not in new.get('params', {}) or 'encoder' not in new.get('batch_stats', {}):
+    raise ValueError("variables must contain 'params'/'encoder' and 'batch_stats'/'encoder' "
+                     '(from SGDCNet.init)')
+  depth = _infer_depth(new['params']['encoder'])
+  converted = torchvision_resnet_to_flax(read_state_dict(path), depth)
+  for collection in ('params', 'batch_stats'):
+    old = new[collection]['encoder']
+    old_struct = jax.tree.structure(old)
+    if jax.tree.structure(converted[collection]) != old_struct:
+      raise ValueError(f'converted {collection} tree does not match the encoder in variables')
+    for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(converted[collection])):
+      if a.shape != b.shape:
+        raise ValueError(f'converted {collection} shape {b.shape} != encoder shape {a.shape}')
+    new[collection] = dict(new[collection])
+    new[collection]['encoder'] = jax.tree.map(jax.numpy.asarray, converted[collection])
+  return flax.core.freeze(new) if frozen else new

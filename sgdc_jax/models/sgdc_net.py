@@ -1,0 +1,236 @@
+"""`SGDCNet`: ResNet encoder -> FPN decoder -> SGE -> SGDC blocks -> head (DESIGN.md section 5).
+
+  images (B,H,W,3) -> ResNet -> c1..c4 (strides 4..32)
+  FPN: lateral conv1x1 (bias) to D on every c_i, top-down bilinear x2 + add, then one
+       conv3x3-BN-ReLU smoothing of the stride-4 sum -> x (B,H/4,W/4,D)
+  SGE(c4, c1) -> edge_logits (B,H/4,W/4,1), guidance (B,H/4,W/4,G)   [not for 'none']
+  n_blocks x SGDC(x, guidance)  (guidance=None for 'pooled'/'none': SGDC builds its own context)
+  head: conv3x3-BN-ReLU (D), conv1x1 (bias) -> num_classes; bilinear resize to (H, W).
+
+Every choice is a field of `default_model_config()`; `build_model` validates the fields.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from sgdc_jax.models.resnet import ResNet
+from sgdc_jax.modules import SGDC, SGE
+from sgdc_jax.ops.image import resize_bilinear
+
+ENCODERS = {'resnet18': 18, 'resnet34': 34, 'resnet50': 50, 'resnet101': 101}
+KERNEL_SOURCES = ('structure', 'pooled', 'none')
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+STRIDE = 32
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  """The default network: ResNet-50, D=256, two structure-guided SGDC blocks, binary output."""
+  return ml_collections.ConfigDict(dict(
+      encoder='resnet50',          # resnet18 | resnet34 | resnet50 | resnet101
+      pretrained='',               # local torchvision/timm ResNet file; '' = random init
+      decoder_channels=256,        # D, channels of the FPN output and of the SGDC blocks
+      n_blocks=2,                  # SGDC blocks on the stride-4 map
+      kernel_source='structure',   # structure | pooled | none (DESIGN.md section 4)
+      num_classes=1,               # 1 = binary (sigmoid), >1 = softmax
+      guide_channels=16,
+      num_heads=4,
+      kernel_size=7,
+      mlp_ratio=4.0,
+      drop_path=0.0,               # max stochastic-depth rate, linear over the blocks
+      layer_scale_init=1e-6,
+      sge_bottleneck=256,
+      sge_mid=256,
+      dtype='float32',             # compute dtype: float32 | bfloat16 (params stay float32)
+  ))
+
+
+def _conv(features: int, kernel: int, name: str, dtype: Any, use_bias: bool) -> nn.Conv:
+  pad = kernel // 2
+  return nn.Conv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
+                 use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def _bn(train: bool, name: str, dtype: Any) -> nn.BatchNorm:
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+class FPNDecoder(nn.Module):
+  """Top-down feature pyramid merged down to the finest input level.
+
+  Attributes:
+    channels: D, output channels.
+    dtype: compute dtype.
+  """
+  channels: int = 256
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features, train: bool) -> jax.Array:
+    """features: (c1, ..., cn) finest first, each (B, Hi, Wi, Ci) -> (B, H1, W1, D)."""
+    laterals = [_conv(self.channels, 1, f'lateral{i + 1}', self.dtype, True)(c)
+                for i, c in enumerate(features)]
+    x = laterals[-1]
+    for lateral in reversed(laterals[:-1]):
+      x = lateral + resize_bilinear(x, lateral.shape[1:3]).astype(lateral.dtype)
+    x = _conv(self.channels, 3, 'smooth_conv', self.dtype, False)(x)
+    return nn.relu(_bn(train, 'smooth_bn', self.dtype)(x))
+
+
+class SGDCNet(nn.Module):
+  """Segmentation network of DESIGN.md section 5; see `default_model_config` for the fields.
+
+  `dtype` may be 'float32'/'bfloat16' or a jnp dtype; it is the compute dtype, parameters and
+  BatchNorm statistics are float32. Prefer `build_model(config)`, which validates the fields.
+  """
+  encoder: str = 'resnet50'
+  decoder_channels: int = 256
+  n_blocks: int = 2
+  kernel_source: str = 'structure'
+  num_classes: int = 1
+  guide_channels: int = 16
+  num_heads: int = 4
+  kernel_size: int = 7
+  mlp_ratio: float = 4.0
+  drop_path: float = 0.0
+  layer_scale_init: float = 1e-6
+  sge_bottleneck: int = 256
+  sge_mid: int = 256
+  dtype: Any = 'float32'
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    """Segments a batch.
+
+    Args:
+      images: `(B, H, W, 3)` float (normalised); H and W divisible by 32.
+      train: BatchNorm batch statistics + 'batch_stats' update, and drop path (needs rng
+        'dropout' when `drop_path > 0`).
+
+    Returns:
+      `{'logits': (B, H, W, num_classes) float32, 'edge_logits': (B, H, W, 1) float32}`;
+      'edge_logits' is absent when `kernel_source == 'none'`.
+
+    Raises:
+      ValueError: input not `(B, H, W, 3)`, H or W not divisible by 32, unknown encoder,
+        kernel_source or dtype.
+    """
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f'SGDCNet: images must have shape (B, H, W, 3), got {images.shape}')
+    height, width = images.shape[1:3]
+    if height % STRIDE or width % STRIDE:
+      raise ValueError(f'SGDCNet: image height and width must be divisible by {STRIDE}, got '
+                       f'{height}x{width} (resize or pad the input)')
+    if self.encoder not in ENCODERS:
+      raise ValueError(f'SGDCNet: encoder must be one of {sorted(ENCODERS)}, got {self.encoder!r}')
+    if self.kernel_source not in KERNEL_SOURCES:
+      raise ValueError(f'SGDCNet: kernel_source must be one of {KERNEL_SOURCES}, '
+                       f'got {self.kernel_source!r}')
+    dtype = _resolve_dtype(self.dtype)
+
+    feats = ResNet(ENCODERS[self.encoder], dtype, name='encoder')(images.astype(dtype), train)
+    x = FPNDecoder(self.decoder_channels, dtype, name='decoder')(feats, train)
+
+    outputs = {}
+    guidance = None
+    if self.kernel_source != 'none':
+      sge = SGE(bottleneck=self.sge_bottleneck, mid=self.sge_mid,
+                guide_channels=self.guide_channels, dtype=dtype, name='sge')
+      edge_logits, sge_guidance = sge(feats[3], feats[0], train=train)
+      outputs['edge_logits'] = resize_bilinear(
+          edge_logits.astype(jnp.float32), (height, width))
+      if self.kernel_source == 'structure':
+        guidance = sge_guidance
+
+    rates = np.linspace(0.0, self.drop_path, self.n_blocks) if self.n_blocks > 1 else [
+        self.drop_path] * self.n_blocks
+    for i in range(self.n_blocks):
+      x = SGDC(dim=self.decoder_channels, guide_channels=self.guide_channels,
+               num_heads=self.num_heads, kernel_size=self.kernel_size,
+               mlp_ratio=self.mlp_ratio, drop_path=float(rates[i]),
+               layer_scale_init=self.layer_scale_init, kernel_source=self.kernel_source,
+               dtype=dtype, name=f'sgdc{i}')(x, guidance, deterministic=not train)
+
+    x = _conv(self.decoder_channels, 3, 'head_conv', dtype, False)(x)
+    x = nn.relu(_bn(train, 'head_bn', dtype)(x))
+    logits = _conv(self.num_classes, 1, 'head_out', dtype, True)(x)
+    outputs['logits'] = resize_bilinear(logits.astype(jnp.float32), (height, width))
+    return outputs
+
+
+def _resolve_dtype(dtype: Any) -> Any:
+  if isinstance(dtype, str):
+    if dtype not in DTYPES:
+      raise ValueError(f'SGDCNet: dtype must be one of {sorted(DTYPES)}, got {dtype!r}')
+    return DTYPES[dtype]
+  if jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
+    raise ValueError(f'SGDCNet: dtype must be float32 or bfloat16, got {dtype!r}')
+  return dtype
+
+
+def _check(ok: bool, field: str, value: Any, expected: str) -> None:
+  if not ok:
+    raise ValueError(f'model config field {field!r}: expected {expected}, got {value!r}')
+
+
+def _is_int(v: Any) -> bool:
+  return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+  return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
+  """Checks every field of a model config (as from `default_model_config`).
+
+  Raises:
+    ValueError: naming the first offending field, or listing unknown/missing fields.
+  """
+  known = set(default_model_config().keys())
+  given = set(cfg.keys())
+  if given - known:
+    raise ValueError(f'model config: unknown fields {sorted(given - known)}')
+  if known - given:
+    raise ValueError(f'model config: missing fields {sorted(known - given)}')
+  _check(cfg.encoder in ENCODERS, 'encoder', cfg.encoder, f'one of {sorted(ENCODERS)}')
+  _check(isinstance(cfg.pretrained, str), 'pretrained', cfg.pretrained, 'a path string')
+  _check(cfg.kernel_source in KERNEL_SOURCES, 'kernel_source', cfg.kernel_source,
+         f'one of {KERNEL_SOURCES}')
+  _check(cfg.dtype in DTYPES, 'dtype', cfg.dtype, f'one of {sorted(DTYPES)}')
+  for field in ('decoder_channels', 'num_classes', 'guide_channels', 'num_heads',
+                'sge_bottleneck', 'sge_mid'):
+    value = cfg[field]
+    _check(_is_int(value) and value >= 1, field, value, 'a positive integer')
+  _check(_is_int(cfg.n_blocks) and cfg.n_blocks >= 0, 'n_blocks', cfg.n_blocks,
+         'an integer >= 0')
+  _check(cfg.decoder_channels % cfg.num_heads == 0, 'decoder_channels', cfg.decoder_channels,
+         f'a multiple of num_heads={cfg.num_heads}')
+  _check(_is_int(cfg.kernel_size) and cfg.kernel_size >= 1 and cfg.kernel_size % 2 == 1,
+         'kernel_size', cfg.kernel_size, 'an odd positive integer')
+  _check(_is_num(cfg.mlp_ratio) and cfg.mlp_ratio > 0, 'mlp_ratio', cfg.mlp_ratio,
+         'a number > 0')
+  _check(_is_num(cfg.drop_path) and 0.0 <= cfg.drop_path < 1.0, 'drop_path', cfg.drop_path,
+         'a number in [0, 1)')
+  _check(_is_num(cfg.layer_scale_init) and cfg.layer_scale_init >= 0, 'layer_scale_init',
+         cfg.layer_scale_init, 'a number >= 0')
+
+
+def build_model(model_config: ml_collections.ConfigDict) -> SGDCNet:
+  """Validates `model_config` and returns the `SGDCNet` it describes.
+
+  `pretrained` is not read here: load it into the initialised variables with
+  `sgdc_jax.models.load_pretrained_encoder(variables, model_config.pretrained)`.
+
+  Raises:
+    ValueError: see `validate_model_config`.
+  """
+  validate_model_config(model_config)
+  fields = {k: model_config[k] for k in default_model_config().keys() if k != 'pretrained'}
+  return SGDCNet(**fields)

@@ -1,0 +1,51 @@
+"""Small building blocks shared by the modules, with PyTorch's numerics."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# PyTorch BatchNorm2d: eps 1e-5, momentum 0.1 (running = 0.9 * running + 0.1 * batch),
+# which is flax's momentum 0.9.
+BN_MOMENTUM = 0.9
+BN_EPS = 1e-5
+
+
+def check_rank4(name: str, value: jax.Array) -> None:
+  if value.ndim != 4:
+    raise ValueError(f'{name} must be a 4-D NHWC array (B, H, W, C), got shape {value.shape}')
+
+
+class ConvBN(nn.Module):
+  """Conv (no bias, 'same' zero padding) -> BatchNorm -> optional ReLU, `(B, H, W, C)`."""
+  features: int
+  kernel_size: int = 1
+  relu: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    k = self.kernel_size
+    x = nn.Conv(self.features, (k, k), padding=[(k // 2, k // 2)] * 2, use_bias=False,
+                dtype=self.dtype, name='conv')(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
+                     dtype=self.dtype, name='bn')(x)
+    return nn.relu(x) if self.relu else x
+
+
+class DropPath(nn.Module):
+  """Stochastic depth per sample (timm's DropPath): drops whole residual branches.
+
+  Kept samples are scaled by 1 / keep_prob. Uses the 'dropout' rng stream.
+  """
+  rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))

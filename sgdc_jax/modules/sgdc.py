@@ -1,0 +1,120 @@
+"""Structurally-Guided Dynamic Convolution block (SGDC), DESIGN.md sections 3 and 4."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sgdc_jax.modules.layers import DropPath, check_rank4
+from sgdc_jax.ops.aggregate import IMPLEMENTATIONS, pixel_adaptive_aggregate
+from sgdc_jax.ops.image import adaptive_avg_pool, resize_bilinear
+
+KERNEL_SOURCES = ('structure', 'pooled', 'none')
+
+
+def _conv1x1(features: int, dtype: Any, name: str) -> nn.Conv:
+  return nn.Conv(features, (1, 1), use_bias=True, dtype=dtype, name=name)
+
+
+class SGDC(nn.Module):
+  """Pixel-adaptive dynamic convolution whose gates and kernels come from structure guidance.
+
+  Call as `y = SGDC(dim).apply(variables, x, guidance, deterministic=True)`; with
+  `deterministic=False` and `drop_path > 0`, pass `rngs={'dropout': key}`.
+
+  Attributes:
+    dim: channels C of `x` (checked against the input).
+    guide_channels: channels G of `guidance` ('structure' only).
+    num_heads: kernel heads; head j owns channels `[j*C/heads, (j+1)*C/heads)`.
+    kernel_size: k of the per-pixel k x k kernels (odd).
+    mlp_ratio: hidden width of the MLP, `int(C * mlp_ratio)`.
+    drop_path: stochastic-depth rate of both residual branches.
+    layer_scale_init: initial value of the per-channel layer scales.
+    kernel_source: what drives gates and kernels: 'structure' (the SGE guidance),
+      'pooled' (the pooling baseline: `upsample(avg_pool(x -> pool_size^2 regions))`) or
+      'none' (x alone).
+    pool_size: S of the 'pooled' baseline.
+    impl: aggregation implementation ('auto', 'shift' or 'unfold', see
+      `sgdc_jax.ops.aggregate`).
+    dtype: compute dtype; parameters stay float32, softmax and accumulation run in float32.
+
+  Inputs:
+    x: `(B, H, W, dim)`.
+    guidance: `(B, h, w, guide_channels)` at any resolution, or None for 'pooled'/'none'.
+
+  Returns:
+    `(B, H, W, dim)` in `dtype`.
+  """
+  dim: int
+  guide_channels: int = 16
+  num_heads: int = 4
+  kernel_size: int = 7
+  mlp_ratio: float = 4.0
+  drop_path: float = 0.0
+  layer_scale_init: float = 1e-6
+  kernel_source: str = 'structure'
+  pool_size: int = 7
+  impl: str = 'auto'
+  dtype: Any = jnp.float32
+
+  def _validate(self, x: jax.Array, guidance: Optional[jax.Array]) -> None:
+    if self.kernel_source not in KERNEL_SOURCES:
+      raise ValueError(f'kernel_source must be one of {KERNEL_SOURCES}, got '
+                       f'{self.kernel_source!r}')
+    if self.impl not in IMPLEMENTATIONS + ('auto',):
+      raise ValueError(f"impl must be one of {IMPLEMENTATIONS + ('auto',)}, got {self.impl!r}")
+    if self.dim % self.num_heads:
+      raise ValueError(f'dim ({self.dim}) must be divisible by num_heads ({self.num_heads})')
+    if self.kernel_size % 2 != 1:
+      raise ValueError(f'kernel_size must be odd, got {self.kernel_size}')
+    check_rank4('x', x)
+    if x.shape[-1] != self.dim:
+      raise ValueError(f'x has {x.shape[-1]} channels but the block was built with '
+                       f'dim={self.dim}')
+    if self.kernel_source == 'structure':
+      if guidance is None:
+        raise ValueError("kernel_source='structure' needs a guidance map, got None")
+      check_rank4('guidance', guidance)
+      if guidance.shape[-1] != self.guide_channels:
+        raise ValueError(f'guidance has {guidance.shape[-1]} channels, expected '
+                         f'guide_channels={self.guide_channels}')
+      if guidance.shape[0] != x.shape[0]:
+        raise ValueError(f'guidance batch {guidance.shape[0]} != x batch {x.shape[0]}')
+
+  def _context(self, x: jax.Array, guidance: Optional[jax.Array]) -> jax.Array:
+    """What is added to x before the kernel-generating projection, `(B, H, W, C)`."""
+    size = x.shape[1:3]
+    if self.kernel_source == 'structure':
+      g = resize_bilinear(guidance.astype(self.dtype), size)
+    elif self.kernel_source == 'pooled':
+      g = resize_bilinear(adaptive_avg_pool(x, self.pool_size), size)
+    else:
+      return jnp.zeros((), self.dtype)
+    return _conv1x1(self.dim, self.dtype, 'guidance_proj')(g)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, guidance: Optional[jax.Array] = None,
+               deterministic: bool = True) -> jax.Array:
+    self._validate(x, guidance)
+    c, k, heads = self.dim, self.kernel_size, self.num_heads
+    x = x.astype(self.dtype)
+    w = _conv1x1(2 * c + heads * k * k, self.dtype, 'attn')(x + self._context(x, guidance))
+    gate1, gate2, kernel = w[..., :c], w[..., c:2 * c], w[..., 2 * c:]
+
+    x1 = nn.Conv(c, (3, 3), padding=[(1, 1), (1, 1)], feature_group_count=c, use_bias=True,
+                 dtype=self.dtype, name='dwconv')(x * jax.nn.sigmoid(gate1))
+    xn = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm1')(x)
+    probs = jax.nn.softmax(kernel.astype(jnp.float32).reshape(*kernel.shape[:3], heads, k * k))
+    x2 = pixel_adaptive_aggregate(xn, probs.astype(self.dtype), k, self.impl)
+    x2 = x2 * jax.nn.sigmoid(gate2)
+
+    scale1 = self.param('layer_scale1', nn.initializers.constant(self.layer_scale_init), (c,))
+    scale2 = self.param('layer_scale2', nn.initializers.constant(self.layer_scale_init), (c,))
+    drop = DropPath(self.drop_path)
+    x = x + drop(scale1.astype(self.dtype) * (x1 + x2), deterministic)
+    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm2')(x)
+    y = _conv1x1(int(c * self.mlp_ratio), self.dtype, 'mlp_fc1')(y)
+    y = _conv1x1(c, self.dtype, 'mlp_fc2')(nn.gelu(y, approximate=False))
+    return x + drop(scale2.astype(self.dtype) * y, deterministic)

@@ -1,0 +1,255 @@
+"""SGDCNet: shapes/dtypes per encoder and kernel_source, training signal, BatchNorm, config checks."""
+import sgdc_jax  # noqa: F401  (sets XLA flags before jax initialises)
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from sgdc_jax.models import (ResNet, SGDCNet, build_model, default_model_config,
+                             load_pretrained_encoder, stage_channels)
+
+SIZE = 64
+
+
+def tiny_config(**overrides):
+  cfg = default_model_config()
+  cfg.update(dict(encoder='resnet18', decoder_channels=16, n_blocks=1, guide_channels=4,
+                  num_heads=2, kernel_size=3, mlp_ratio=2.0, sge_bottleneck=16, sge_mid=16))
+  cfg.update(overrides)
+  return cfg
+
+
+def fast_init(model, x, seed=0):
+  """Variables with the shapes of `model.init` filled from NumPy (avoids compiling init).
+
+  Kernels He-normal, BatchNorm scale/var 1, biases/means 0, any other parameter (e.g. layer
+  scales) N(0, 0.1). One test per model kind uses the real `model.init`.
+  """
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape, x.dtype)))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = getattr(path[-1], 'key', str(path[-1]))
+    if name == 'kernel':
+      fan_in = int(np.prod(leaf.shape[:-1]))
+      value = rng.standard_normal(leaf.shape) * np.sqrt(2.0 / fan_in)
+    elif name in ('scale', 'var'):
+      value = np.ones(leaf.shape)
+    elif name in ('bias', 'mean'):
+      value = np.zeros(leaf.shape)
+    else:
+      value = 0.1 * rng.standard_normal(leaf.shape)
+    return jnp.asarray(value, leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def images(batch=2, size=SIZE, seed=0):
+  return jax.random.normal(jax.random.key(seed), (batch, size, size, 3), jnp.float32)
+
+
+def test_default_config_fields():
+  cfg = default_model_config()
+  assert cfg.encoder == 'resnet50' and cfg.decoder_channels == 256 and cfg.n_blocks == 2
+  assert cfg.kernel_source == 'structure' and cfg.num_classes == 1 and cfg.pretrained == ''
+  assert cfg.dtype == 'float32'
+  assert isinstance(build_model(cfg), SGDCNet)
+
+
+@pytest.mark.parametrize('depth,size', [(18, 64), (34, 32)])
+def test_resnet_features_computed(depth, size):
+  x = images(1, size)
+  model = ResNet(depth)
+  variables = fast_init(model, x)
+  feats = model.apply(variables, x)
+  for stride, ch, f in zip((4, 8, 16, 32), stage_channels(depth), feats):
+    assert f.shape == (1, size // stride, size // stride, ch)
+    assert f.dtype == jnp.float32
+    assert bool(jnp.all(jnp.isfinite(f)))
+
+
+@pytest.mark.parametrize('depth', [50, 101])
+def test_resnet_features_abstract(depth):
+  x = jax.ShapeDtypeStruct((2, 64, 96, 3), jnp.float32)
+  model = ResNet(depth)
+  variables = jax.eval_shape(model.init, jax.random.key(0), x)
+  feats = jax.eval_shape(model.apply, variables, x)
+  assert stage_channels(depth) == (256, 512, 1024, 2048)
+  assert [f.shape for f in feats] == [(2, 16, 24, 256), (2, 8, 12, 512), (2, 4, 6, 1024),
+                                      (2, 2, 3, 2048)]
+  n_params = sum(np.prod(p.shape) for p in jax.tree.leaves(variables['params']))
+  # torchvision: 25,557,032 / 44,549,160 parameters including the 1000-way fc layer.
+  fc = 2048 * 1000 + 1000
+  assert n_params == {50: 25_557_032, 101: 44_549_160}[depth] - fc
+
+
+@pytest.mark.parametrize('kernel_source', ['structure', 'pooled', 'none'])
+def test_sgdcnet_outputs_per_kernel_source(kernel_source):
+  model = build_model(tiny_config(kernel_source=kernel_source, num_classes=3))
+  x = images()
+  if kernel_source == 'structure':  # the real initialiser, once
+    variables = jax.jit(model.init, static_argnames='train')(jax.random.key(1), x, train=False)
+  else:
+    variables = fast_init(model, x)
+  out = model.apply(variables, x, train=False)
+  assert out['logits'].shape == (2, SIZE, SIZE, 3) and out['logits'].dtype == jnp.float32
+  assert bool(jnp.all(jnp.isfinite(out['logits'])))
+  if kernel_source == 'none':
+    assert set(out) == {'logits'}
+    assert 'sge' not in variables['params']
+  else:
+    assert set(out) == {'logits', 'edge_logits'}
+    assert out['edge_logits'].shape == (2, SIZE, SIZE, 1)
+    assert out['edge_logits'].dtype == jnp.float32
+    assert 'sge' in variables['params']
+
+
+@pytest.mark.parametrize('encoder', ['resnet18', 'resnet34', 'resnet50', 'resnet101'])
+def test_sgdcnet_abstract_shapes_per_encoder(encoder):
+  cfg = default_model_config() if encoder == 'resnet50' else tiny_config(encoder=encoder)
+  model = build_model(cfg)
+  x = jax.ShapeDtypeStruct((1, 96, 64, 3), jnp.float32)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape)))
+  out = jax.eval_shape(lambda v, im: model.apply(v, im, train=False), variables, x)
+  assert out['logits'].shape == (1, 96, 64, 1) and out['logits'].dtype == jnp.float32
+  assert out['edge_logits'].shape == (1, 96, 64, 1)
+  enc = variables['params']['encoder']
+  assert enc['conv1']['kernel'].shape == (7, 7, 3, 64)
+  last = 'layer4_2' if encoder in ('resnet34', 'resnet50', 'resnet101') else 'layer4_1'
+  assert last in enc
+
+
+def test_bfloat16_compute_float32_params_and_outputs():
+  model = build_model(tiny_config(dtype='bfloat16'))
+  x = images(1)
+  variables = fast_init(model, x, seed=2)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
+  out, state = model.apply(variables, x, train=False, capture_intermediates=True,
+                           mutable=['intermediates'])
+  assert out['logits'].dtype == jnp.float32 and out['edge_logits'].dtype == jnp.float32
+  assert state['intermediates']['decoder']['__call__'][0].dtype == jnp.bfloat16
+  assert bool(jnp.all(jnp.isfinite(out['logits'])))
+
+
+def test_input_size_not_divisible_by_32():
+  model = build_model(tiny_config())
+  with pytest.raises(ValueError, match='divisible by 32'):
+    model.init(jax.random.key(0), jnp.zeros((1, 64, 48, 3)))
+  with pytest.raises(ValueError, match=r'\(B, H, W, 3\)'):
+    model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 1)))
+
+
+@pytest.mark.parametrize('field,value', [('encoder', 'resnet152'), ('kernel_source', 'avg'),
+                                         ('dtype', 'float16'), ('decoder_channels', 0),
+                                         ('decoder_channels', 17), ('n_blocks', -1),
+                                         ('kernel_size', 4), ('drop_path', 1.0),
+                                         ('num_classes', 0)])
+def test_build_model_rejects_bad_fields(field, value):
+  cfg = tiny_config()
+  cfg[field] = value
+  with pytest.raises(ValueError, match=field):
+    build_model(cfg)
+
+
+def test_build_model_rejects_unknown_field():
+  cfg = tiny_config()
+  cfg.decoder_chanels = 8
+  with pytest.raises(ValueError, match='decoder_chanels'):
+    build_model(cfg)
+
+
+def test_batchnorm_stats_update_only_in_train_mode():
+  model = build_model(tiny_config())
+  x = images()
+  variables = fast_init(model, x, seed=3)
+  _, state = model.apply(variables, x, train=False, mutable=['batch_stats'])
+  jax.tree.map(np.testing.assert_array_equal, state['batch_stats'], variables['batch_stats'])
+  _, state = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  for part in ('encoder', 'decoder', 'head_bn'):
+    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), state['batch_stats'][part],
+                           variables['batch_stats'][part])
+    assert all(jax.tree.leaves(changed)), part
+
+
+def test_a_few_adam_steps_reduce_the_loss():
+  model = build_model(tiny_config())
+  x = images(2, seed=4)
+  yy, xx = np.mgrid[:SIZE, :SIZE]
+  mask = jnp.asarray(((yy - 30) ** 2 + (xx - 34) ** 2 < 15 ** 2)[None, :, :, None]
+                     .repeat(2, 0).astype(np.float32))
+  variables = fast_init(model, x, seed=5)
+  params, batch_stats = variables['params'], variables['batch_stats']
+  tx = optax.adam(1e-2)
+  opt_state = tx.init(params)
+
+  def loss_fn(params, batch_stats):
+    out, state = model.apply({'params': params, 'batch_stats': batch_stats}, x, train=True,
+                             mutable=['batch_stats'])
+    loss = optax.sigmoid_binary_cross_entropy(out['logits'], mask).mean()
+    loss += optax.sigmoid_binary_cross_entropy(out['edge_logits'], mask).mean()
+    return loss, state['batch_stats']
+
+  @jax.jit
+  def step(params, batch_stats, opt_state):
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), batch_stats, opt_state, loss, grads
+
+  losses = []
+  for i in range(6):
+    params, batch_stats, opt_state, loss, grads = step(params, batch_stats, opt_state)
+    if i == 0:
+      assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+    losses.append(float(loss))
+  assert all(np.isfinite(losses))
+  assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_drop_path_train_uses_dropout_rng():
+  model = build_model(tiny_config(n_blocks=2, drop_path=0.5, layer_scale_init=1.0))
+  x = images(2)
+  variables = fast_init(model, x, seed=6)
+  run = lambda seed: model.apply(variables, x, train=True, mutable=['batch_stats'],
+                                 rngs={'dropout': jax.random.key(seed)})[0]['logits']
+  a, b = run(0), run(1)
+  assert bool(jnp.all(jnp.isfinite(a)))
+  # Eval is deterministic and needs no rng.
+  e1 = model.apply(variables, x, train=False)['logits']
+  e2 = model.apply(variables, x, train=False)['logits']
+  np.testing.assert_array_equal(e1, e2)
+  assert a.shape == b.shape
+
+
+def test_load_pretrained_encoder_into_sgdcnet(tmp_path):
+  model = build_model(tiny_config())
+  x = images(1)
+  variables = fast_init(model, x, seed=7)
+  enc = jax.tree.map(np.asarray, variables['params']['encoder'])
+  stats = jax.tree.map(np.asarray, variables['batch_stats']['encoder'])
+  # Write the encoder back out in torchvision layout, scaled, and load it.
+  sd = {}
+  modules = [((top,), enc[top]) for top in ('conv1', 'bn1')]
+  modules += [((block, mod), leaves) for block, mods in enc.items() if block.startswith('layer')
+              for mod, leaves in mods.items()]
+  for path, leaves in modules:
+    name = '.'.join(p.replace('_', '.') for p in path)  # layer2_0/downsample_0 -> layer2.0...
+    if 'kernel' in leaves:
+      sd[f'{name}.weight'] = 2.0 * leaves['kernel'].transpose(3, 2, 0, 1)
+    else:
+      bn_stats = stats[path[0]] if len(path) == 1 else stats[path[0]][path[1]]
+      sd[f'{name}.weight'] = leaves['scale'] + 1.0
+      sd[f'{name}.bias'] = leaves['bias'] + 0.5
+      sd[f'{name}.running_mean'] = bn_stats['mean'] + 0.25
+      sd[f'{name}.running_var'] = bn_stats['var'] * 3.0
+  assert len(sd) == 100  # torchvision resnet18 without fc and num_batches_tracked
+  path = str(tmp_path / 'enc.npz')
+  np.savez(path, **sd)
+  new = load_pretrained_encoder(variables, path)
+  np.testing.assert_allclose(new['params']['encoder']['layer2_0']['downsample_0']['kernel'],
+                             2.0 * enc['layer2_0']['downsample_0']['kernel'])
+  np.testing.assert_allclose(new['batch_stats']['encoder']['layer3_1']['bn2']['mean'],
+                             stats['layer3_1']['bn2']['mean'] + 0.25)
+  assert new['params']['decoder'] is variables['params']['decoder']
+  out = model.apply(new, x, train=False)
+  assert not np.allclose(out['logits'], model.apply(variables, x, train=False)['logits'])
