@@ -119,9 +119,12 @@ def validate_config(config: ml_collections.ConfigDict, *, mode: str = "train",
     problems.append(f"{name}: unknown field")
   for name in sorted(set(ref) - set(given)):
     problems.append(f"{name}: missing field")
+  structural = bool(problems)
+  bad = set()
   for name, (check, expected) in _SCHEMA.items():
     if name in given and not check(given[name]):
       problems.append(f"{name}: expected {expected}, got {given[name]!r}")
+      bad.add(name)
   for name in sorted(set(given) & set(ref)):
     if name in _SCHEMA:
       continue
@@ -131,26 +134,28 @@ def validate_config(config: ml_collections.ConfigDict, *, mode: str = "train",
     if isinstance(want, bool) != isinstance(got, bool) or (
         _is_num(want) and not _is_num(got)) or (isinstance(want, str) and not isinstance(got, str)):
       problems.append(f"{name}: expected a {type(want).__name__}, got {got!r}")
-  if problems:  # structural problems first; value checks below assume the fields exist
+      bad.add(name)
+  if structural:  # unknown/missing fields: the checks below assume the fields exist
     raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 
-  mesh_data = device_count if config.mesh.data == -1 else config.mesh.data
+  mesh_data = device_count if ("mesh.data" in bad or config.mesh.data == -1) else config.mesh.data
   if mesh_data > device_count:
     problems.append(f"mesh.data: {mesh_data} devices requested, {device_count} available")
   for name in ("train.batch_size", "eval.batch_size", "predict.batch_size"):
     b = _get(config, name)
-    if mode == "train" or name != "train.batch_size":
+    if name not in bad and (mode == "train" or name != "train.batch_size"):
       if b % mesh_data:
         problems.append(f"{name}: {b} is not divisible by the {mesh_data} devices of the mesh")
       elif b % process_count:
         problems.append(f"{name}: {b} is not divisible by the {process_count} processes")
-  if config.optimizer.warmup_steps >= config.train.num_steps and mode == "train":
+  if (mode == "train" and not bad & {"optimizer.warmup_steps", "train.num_steps"}
+      and config.optimizer.warmup_steps >= config.train.num_steps):
     problems.append(f"optimizer.warmup_steps: {config.optimizer.warmup_steps} must be smaller "
                     f"than train.num_steps={config.train.num_steps}")
   try:
     from sgdc_jax.models import validate_model_config  # pylint: disable=g-import-not-at-top
     validate_model_config(config.model)
-  except ValueError as e:
+  except (ValueError, TypeError) as e:
     problems.append(str(e))
   size = config.data.get("image_size")
   if _is_int(size) and (size < 32 or size % 32):
@@ -166,8 +171,10 @@ def validate_config(config: ml_collections.ConfigDict, *, mode: str = "train",
     check = getattr(pipeline, "validate_data_config", None)
     if check is not None:
       check(config.data)
-  except ValueError as e:
+  except (ValueError, TypeError) as e:
     problems.append(str(e))
+  if not problems and config.data.get("name") != "synthetic_lesions":
+    problems.extend(_check_dataset(config, mode))
   if mode == "predict":
     if not config.predict.input_dir:
       problems.append("predict.input_dir: required for --mode=predict")
@@ -177,6 +184,20 @@ def validate_config(config: ml_collections.ConfigDict, *, mode: str = "train",
       problems.append("predict.output_dir: required for --mode=predict")
   if problems:
     raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _check_dataset(config: ml_collections.ConfigDict, mode: str) -> list[str]:
+  """Problems opening the splits ``mode`` needs (dataset not prepared, unknown split/name)."""
+  from sgdc_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  splits = {"train": ("train_split", "eval_split"), "eval": ("test_split",), "predict": ()}[mode]
+  out = []
+  for field in splits:
+    try:
+      pipeline.open_source(config.data, config.data[field])
+    except (FileNotFoundError, ValueError, ImportError) as e:
+      out.append(f"data.{field}={config.data[field]!r}: {e}")
+      break
+  return out
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:

@@ -1,5 +1,6 @@
 """torchvision ResNet state_dict -> flax ResNet: names, shapes, errors, and a NumPy forward."""
 import importlib.util
+import sys
 
 import sgdc_jax  # noqa: F401  (sets XLA flags before jax initialises)
 import jax
@@ -192,7 +193,8 @@ def test_num_batches_tracked_and_fc_are_optional():
 
 
 def _fake_net_variables(depth):
-  enc = ResNet(depth).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  shapes = jax.eval_shape(ResNet(depth).init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  enc = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
   return {'params': {'encoder': enc['params'], 'head': {'w': jnp.ones(3)}},
           'batch_stats': {'encoder': enc['batch_stats'], 'head_bn': {'mean': jnp.zeros(3)}}}
 
@@ -236,9 +238,24 @@ def test_load_pretrained_encoder_errors(tmp_path):
     load_pretrained_encoder({'params': {}, 'batch_stats': {}}, path)
 
 
-@pytest.mark.skipif(importlib.util.find_spec('torch') is not None, reason='torch installed')
-def test_pth_without_torch_has_clear_message(tmp_path):
+def test_pth_without_torch_has_clear_message(tmp_path, monkeypatch):
   path = tmp_path / 'r18.pth'
   path.write_bytes(b'not really a checkpoint')
+  monkeypatch.setitem(sys.modules, 'torch', None)  # makes `import torch` raise ImportError
   with pytest.raises(ImportError, match='PyTorch'):
     read_state_dict(str(path))
+
+
+@pytest.mark.skipif(importlib.util.find_spec('torch') is None, reason='torch not installed')
+def test_pth_with_torch(tmp_path):
+  import torch
+  sd = torchvision_state_dict(18, np.random.default_rng(9))
+  path = str(tmp_path / 'r18.pth')
+  torch.save({'state_dict': {k: torch.from_numpy(v) for k, v in sd.items()}}, path)
+  loaded = read_state_dict(path)
+  assert set(loaded) == set(sd)
+  np.testing.assert_array_equal(loaded['layer2.0.downsample.0.weight'],
+                                sd['layer2.0.downsample.0.weight'])
+  variables = load_pretrained_encoder(_fake_net_variables(18), path)
+  np.testing.assert_array_equal(variables['params']['encoder']['bn1']['scale'],
+                                sd['bn1.weight'])

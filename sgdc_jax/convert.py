@@ -1,0 +1,250 @@
+"""Weights from the reference PyTorch modules (and torchvision ResNets) into our variables.
+
+    state_dict = load_torch_checkpoint('sgdc_block.pth')
+    variables = torch_state_dict_to_flax(state_dict, module='sgdc')
+    y = SGDC(dim=256).apply(variables, x, guidance)
+
+PyTorch stores convolutions as OIHW and we use HWIO (NHWC activations); BatchNorm running
+statistics go to the 'batch_stats' collection. The reference's constant Sobel weights and
+BatchNorm `num_batches_tracked` counters are accepted and ignored.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+_IGNORED_SUFFIXES = ('num_batches_tracked',)
+_SGE_IGNORED = ('sobel_x.weight', 'sobel_y.weight')
+
+
+class ConversionError(ValueError):
+  """A state_dict does not fit the module: lists missing, unknown or mis-shaped keys."""
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+  if hasattr(value, 'detach'):  # torch.Tensor, without importing torch
+    value = value.detach().cpu().float().numpy() if value.is_floating_point() else (
+        value.detach().cpu().numpy())
+  return np.asarray(value)
+
+
+def _conv(w: np.ndarray) -> np.ndarray:
+  return np.transpose(w, (2, 3, 1, 0))  # OIHW -> HWIO
+
+
+def _identity(w: np.ndarray) -> np.ndarray:
+  return w
+
+
+def _bn_entries(torch_prefix: str, flax_path: tuple[str, ...], channels: int):
+  return [
+      (f'{torch_prefix}.weight', ('params',) + flax_path + ('scale',), (channels,), _identity),
+      (f'{torch_prefix}.bias', ('params',) + flax_path + ('bias',), (channels,), _identity),
+      (f'{torch_prefix}.running_mean', ('batch_stats',) + flax_path + ('mean',), (channels,),
+       _identity),
+      (f'{torch_prefix}.running_var', ('batch_stats',) + flax_path + ('var',), (channels,),
+       _identity),
+  ]
+
+
+def _conv_entry(torch_key: str, flax_path: tuple[str, ...], shape: tuple[int, ...]):
+  return (torch_key, ('params',) + flax_path + ('kernel',), shape, _conv)
+
+
+def _shape(sd: Mapping[str, np.ndarray], key: str, dim: int) -> int:
+  if key not in sd:
+    raise ConversionError(f'missing keys: [{key!r}] (needed to infer the module size)')
+  if sd[key].ndim <= dim:
+    raise ConversionError(f'shape mismatch: {key!r} has shape {sd[key].shape}')
+  return int(sd[key].shape[dim])
+
+
+def _sgdc_table(sd: Mapping[str, np.ndarray]):
+  """Reference SGDC keys -> (flax path, expected torch shape, transform)."""
+  c = _shape(sd, 'ls1', 0)
+  g = _shape(sd, 'proj_guidance.weight', 1)
+  a = _shape(sd, 'attn.weight', 0)
+  hidden = _shape(sd, 'mlp.0.weight', 0)
+  vec = lambda key, path, n: (key, ('params',) + path, (n,), _identity)
+  return [
+      vec('ls1', ('layer_scale1',), c),
+      vec('ls2', ('layer_scale2',), c),
+      _conv_entry('proj_guidance.weight', ('guidance_proj',), (c, g, 1, 1)),
+      vec('proj_guidance.bias', ('guidance_proj', 'bias'), c),
+      _conv_entry('attn.weight', ('attn',), (a, c, 1, 1)),
+      vec('attn.bias', ('attn', 'bias'), a),
+      vec('norm1.weight', ('norm1', 'scale'), c),
+      vec('norm1.bias', ('norm1', 'bias'), c),
+      vec('norm2.weight', ('norm2', 'scale'), c),
+      vec('norm2.bias', ('norm2', 'bias'), c),
+      _conv_entry('dwconv.weight', ('dwconv',), (c, 1, 3, 3)),
+      vec('dwconv.bias', ('dwconv', 'bias'), c),
+      _conv_entry('mlp.0.weight', ('mlp_fc1',), (hidden, c, 1, 1)),
+      vec('mlp.0.bias', ('mlp_fc1', 'bias'), hidden),
+      _conv_entry('mlp.2.weight', ('mlp_fc2',), (c, hidden, 1, 1)),
+      vec('mlp.2.bias', ('mlp_fc2', 'bias'), c),
+  ]
+
+
+def _conv_bn(torch_conv, torch_bn, path, out_ch, in_ch, k):
+  return [_conv_entry(torch_conv, path + ('conv',), (out_ch, in_ch, k, k))] + _bn_entries(
+      torch_bn, path + ('bn',), out_ch)
+
+
+def _sge_table(sd: Mapping[str, np.ndarray]):
+  """Reference SGE keys -> (flax path, expected torch shape, transform)."""
+  bottleneck = _shape(sd, 's4_proj.conv.weight', 0)
+  deep_in = _shape(sd, 's4_proj.conv.weight', 1)
+  shallow_in = _shape(sd, 's1_proj.conv.weight', 1)
+  reduced = _shape(sd, 'refine4.refine.0.weight', 0)
+  mid = _shape(sd, 'fuse.conv.weight', 0)
+  guide = _shape(sd, 'out_guidance.weight', 0)
+  table = (_conv_bn('s4_proj.conv.weight', 's4_proj.bn', ('deep_proj',), bottleneck, deep_in, 1)
+           + _conv_bn('s1_proj.conv.weight', 's1_proj.bn', ('shallow_proj',), bottleneck,
+                      shallow_in, 1))
+  for torch_name, flax_name in (('refine4', 'deep_refiner'), ('refine1', 'shallow_refiner')):
+    p = f'{torch_name}.refine'
+    table += _conv_bn(f'{p}.0.weight', f'{p}.1', (flax_name, 'reduce'), reduced, bottleneck, 1)
+    table += _conv_bn(f'{p}.3.weight', f'{p}.4', (flax_name, 'spatial'), reduced, reduced, 3)
+    table += _conv_bn(f'{p}.6.weight', f'{p}.7', (flax_name, 'expand'), bottleneck, reduced, 1)
+  table += _conv_bn('fuse.conv.weight', 'fuse.bn', ('fuse',), mid, 2 * bottleneck, 3)
+  table += [_conv_entry('out_edge_map.weight', ('edge_head',), (1, mid, 1, 1)),
+            _conv_entry('out_guidance.weight', ('guidance_head',), (guide, mid, 1, 1))]
+  return table
+
+
+def _set(tree: dict, path: tuple[str, ...], value: np.ndarray) -> None:
+  for name in path[:-1]:
+    tree = tree.setdefault(name, {})
+  tree[path[-1]] = value
+
+
+def _get(tree: Mapping, path: tuple[str, ...]):
+  for name in path:
+    if not isinstance(tree, Mapping) or name not in tree:
+      return None
+    tree = tree[name]
+  return tree
+
+
+def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()):
+  for name, value in tree.items():
+    if isinstance(value, Mapping):
+      yield from _flatten(value, prefix + (name,))
+    else:
+      yield prefix + (name,), value
+
+
+def convert_with_table(state_dict: Mapping[str, Any], table, ignored=(),
+                       target: Optional[Mapping] = None) -> dict:
+  """Applies a (torch key, flax path, torch shape, transform) table; shared by all converters.
+
+  Raises:
+    ConversionError listing every missing, unknown and mis-shaped key at once.
+  """
+  sd = {k: _as_numpy(v) for k, v in state_dict.items()}
+  expected = {entry[0] for entry in table}
+  missing = sorted(expected - set(sd))
+  unknown = sorted(k for k in sd if k not in expected and k not in ignored
+                   and not k.endswith(_IGNORED_SUFFIXES))
+  problems = []
+  if missing:
+    problems.append(f'missing keys: {missing}')
+  if unknown:
+    problems.append(f'unknown keys: {unknown}')
+  mismatched = [f'{key}: got {sd[key].shape}, expected {shape}'
+                for key, _, shape, _ in table if key in sd and sd[key].shape != shape]
+  if mismatched:
+    problems.append('shape mismatches: ' + '; '.join(mismatched))
+  if problems:
+    raise ConversionError('state_dict does not fit the module: ' + ' | '.join(problems))
+  out: dict = {}
+  for key, path, _, transform in table:
+    _set(out, path, np.ascontiguousarray(transform(sd[key]).astype(np.float32)))
+  if target is not None:
+    check_against_target(out, target)
+  return out
+
+
+def check_against_target(converted: Mapping, target: Mapping) -> None:
+  """Checks converted variables against `module.init(...)` variables: same leaves, shapes."""
+  got = dict(_flatten(converted))
+  want = {path: leaf for path, leaf in _flatten(target) if path[0] in ('params', 'batch_stats')}
+  problems = []
+  missing = sorted('/'.join(p) for p in set(want) - set(got))
+  extra = sorted('/'.join(p) for p in set(got) - set(want))
+  if missing:
+    problems.append(f'variables the module has but the state_dict does not fill: {missing}')
+  if extra:
+    problems.append(f'variables the module does not have: {extra}')
+  mismatched = [f"{'/'.join(p)}: converted {got[p].shape}, module {tuple(want[p].shape)}"
+                for p in set(got) & set(want) if tuple(got[p].shape) != tuple(want[p].shape)]
+  if mismatched:
+    problems.append('shape mismatches: ' + '; '.join(sorted(mismatched)))
+  if problems:
+    raise ConversionError(' | '.join(problems))
+
+
+def torch_state_dict_to_flax(state_dict: Mapping[str, Any], module: str = 'sgdc',
+                             target: Optional[Mapping] = None) -> dict:
+  """Maps a reference PyTorch state_dict to `{'params': ..., 'batch_stats': ...}`.
+
+  Args:
+    state_dict: reference parameter names (DESIGN.md section 3) to arrays or tensors,
+      NCHW/OIHW layout.
+    module: 'sgdc' (the SGDC block; kernel_source='structure') or 'sge'.
+    target: optional variables from our module's `init`, to check leaf names and shapes.
+
+  Returns:
+    Nested dicts of float32 NumPy arrays; 'batch_stats' only for 'sge'.
+
+  Raises:
+    ConversionError (a ValueError) listing missing, unknown and mis-shaped keys.
+  """
+  if module == 'sgdc':
+    return convert_with_table(state_dict, _sgdc_table(state_dict), target=target)
+  if module == 'sge':
+    return convert_with_table(state_dict, _sge_table(state_dict), ignored=_SGE_IGNORED,
+                              target=target)
+  raise ValueError(f"module must be 'sgdc' or 'sge', got {module!r}")
+
+
+def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
+  """Reads a state_dict from `.pth`/`.pt` (needs torch), `.safetensors` or `.npz`.
+
+  A checkpoint that wraps its weights in a 'state_dict' or 'model' entry is unwrapped.
+
+  Raises:
+    FileNotFoundError: no such file. ImportError: a `.pth` without torch installed.
+    ValueError: unknown extension, or contents that are not a flat name -> array mapping.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'checkpoint file not found: {path}')
+  ext = os.path.splitext(path)[1].lower()
+  if ext in ('.pth', '.pt', '.bin'):
+    try:
+      import torch  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ImportError(f'reading {path} needs PyTorch (`pip install torch`); or convert it '
+                        'to .safetensors / .npz on a machine that has it') from e
+    loaded = torch.load(path, map_location='cpu', weights_only=True)
+  elif ext == '.safetensors':
+    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    loaded = load_file(path)
+  elif ext == '.npz':
+    with np.load(path, allow_pickle=False) as data:
+      loaded = {k: data[k] for k in data.files}
+  else:
+    raise ValueError(f'{path}: unknown checkpoint extension {ext!r} '
+                     '(expected .pth, .pt, .bin, .safetensors or .npz)')
+  for wrapper in ('state_dict', 'model'):
+    if isinstance(loaded, Mapping) and set(loaded) == {wrapper} or (
+        isinstance(loaded, Mapping) and wrapper in loaded and isinstance(loaded[wrapper], Mapping)):
+      loaded = loaded[wrapper]
+      break
+  if not isinstance(loaded, Mapping) or not all(
+      hasattr(v, 'shape') for v in loaded.values()):
+    raise ValueError(f'{path}: expected a mapping of parameter names to arrays')
+  return {k: _as_numpy(v) for k, v in loaded.items()}

@@ -1,0 +1,217 @@
+"""Train step, optimizer/schedule and the train loop (NaN stop, eval coverage)."""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import sgdc_jax  # noqa: F401  (XLA flags before jax)
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from sgdc_jax import sharding as shd
+from sgdc_jax import train
+from sgdc_jax import train_state as ts
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.path.join(tempfile.gettempdir(), "sgdc_jax_test_xla_cache")
+
+# Tiny SGDCNet + tiny synthetic data, shared by the end-to-end subprocess scripts.
+TINY = textwrap.dedent("""
+    import importlib.util, json, os, sys
+    import numpy as np
+    import jax
+    def tiny_config():
+      spec = importlib.util.spec_from_file_location('d', os.path.join(%r, 'configs', 'default.py'))
+      m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+      c = m.get_config()
+      mc = c.model
+      mc.encoder = 'resnet18'; mc.decoder_channels = 16; mc.sge_bottleneck = 16; mc.sge_mid = 16
+      mc.guide_channels = 4; mc.num_heads = 2; mc.n_blocks = 1
+      d = c.data
+      d.image_size = 64; d.read_threads = 1; d.prefetch_batches = 1
+      d.synthetic.train_size = 16; d.synthetic.validation_size = 5; d.synthetic.test_size = 5
+      d.synthetic.height = 48; d.synthetic.width = 64
+      c.train.num_steps = 4; c.train.batch_size = 2; c.train.log_every = 1
+      c.train.eval_every = 0; c.train.checkpoint_every = 1
+      c.eval.batch_size = 2; c.eval.overlays = 2
+      c.optimizer.warmup_steps = 1
+      return c
+""") % REPO
+
+
+def run_script(body: str, devices: int = 1, timeout: int = 600) -> dict:
+  """Runs TINY + body in a fresh interpreter; returns the JSON printed after 'RESULT'."""
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             PYTHONPATH=REPO, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=CACHE,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", SGDC_NO_BAR="1")
+  code = "import sgdc_jax\n" + TINY + textwrap.dedent(body)
+  proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                        timeout=timeout, cwd=REPO)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
+  return json.loads(line[len("RESULT"):])
+
+
+# ---------------------------------------------------------------- fast tests on a toy model
+
+class Toy(nn.Module):
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Conv(4, (3, 3), use_bias=False)(x)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    return {"logits": nn.Conv(1, (1, 1))(x)}
+
+
+def toy_loss(outputs, batch):
+  loss = optax.sigmoid_binary_cross_entropy(outputs["logits"][..., 0],
+                                            batch["mask"].astype(jnp.float32)).mean()
+  return loss, {"seg": loss}
+
+
+def opt_config(**kw):
+  base = dict(learning_rate=1e-2, weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=2,
+              min_lr_ratio=0.1, grad_clip_norm=1.0, ema_decay=0.5)
+  base.update(kw)
+  return ml_collections.ConfigDict(base)
+
+
+def toy_setup(opt, steps=5, ema=True):
+  model = Toy()
+  tx = ts.create_optimizer(opt, steps)
+  mesh = shd.make_mesh(1)
+  init = lambda: ts.create_train_state(
+      model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False), tx, ema=ema)
+  state, shardings = shd.create_sharded_state(init, mesh)
+  fn = functools.partial(train.train_step, apply_fn=model.apply, loss_fn=toy_loss, tx=tx,
+                         schedule=ts.learning_rate_schedule(opt, steps),
+                         ema_decay=float(opt.ema_decay), seed=0)
+  return state, train.jit_train_step(fn, shardings, mesh), mesh
+
+
+def toy_batch(nan=False):
+  rng = np.random.default_rng(1)
+  img = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
+  if nan:
+    img[0, 0, 0, 0] = np.nan
+  return {"image": img, "mask": (img[..., 0] > 0).astype(np.int32)}
+
+
+def test_schedule_warmup_then_cosine_matches_numpy():
+  opt = opt_config(learning_rate=1.0, warmup_steps=4, min_lr_ratio=0.1)
+  sched = ts.learning_rate_schedule(opt, 20)
+  for step in range(21):
+    if step < 4:
+      want = step / 4
+    else:
+      t = (step - 4) / 16
+      want = 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * t))
+    assert abs(float(sched(step)) - want) < 1e-6, step
+
+
+def test_weight_decay_only_on_kernels():
+  opt = opt_config(learning_rate=0.1, warmup_steps=0, grad_clip_norm=0.0, weight_decay=0.5)
+  tx = ts.create_optimizer(opt, 10)
+  params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones((2,))}
+  zero = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  # Zero gradients: AdamW moves kernels by -lr * wd * p, biases not at all.
+  np.testing.assert_allclose(np.asarray(updates["kernel"]), -0.1 * 0.5 * np.ones((2, 2)),
+                             rtol=1e-6)
+  np.testing.assert_array_equal(np.asarray(updates["bias"]), 0.0)
+
+
+def test_train_step_updates_params_bn_and_ema():
+  opt = opt_config(warmup_steps=0)
+  state, step, mesh = toy_setup(opt)
+  before = jax.device_get(state)
+  new, metrics = step(state, shd.host_to_global(toy_batch(), mesh))
+  new = jax.device_get(new)
+  assert int(new.step) == 1 and float(metrics["finite"]) == 1.0
+  k0, k1 = before.params["Conv_0"]["kernel"], new.params["Conv_0"]["kernel"]
+  assert np.abs(k1 - k0).max() > 0
+  # EMA after one step: decay * initial + (1 - decay) * new parameters.
+  np.testing.assert_allclose(new.ema_params["Conv_0"]["kernel"], 0.5 * k0 + 0.5 * k1, rtol=1e-6)
+  assert np.abs(new.batch_stats["BatchNorm_0"]["mean"] -
+                before.batch_stats["BatchNorm_0"]["mean"]).max() > 0
+  assert set(metrics) >= {"loss", "seg", "grad_norm", "learning_rate", "finite"}
+  # No warm-up: step 0 uses the peak learning rate.
+  assert abs(float(metrics["learning_rate"]) - 1e-2) < 1e-9
+
+
+def test_train_step_non_finite_keeps_state():
+  state, step, mesh = toy_setup(opt_config())
+  before = jax.device_get(state)
+  new, metrics = step(state, shd.host_to_global(toy_batch(nan=True), mesh))
+  new = jax.device_get(new)
+  assert float(metrics["finite"]) == 0.0 and not np.isfinite(float(metrics["loss"]))
+  assert int(new.step) == 0
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(new)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_dropout_key_differs_per_step_and_is_reproducible():
+  k = lambda s: jax.random.key_data(jax.random.fold_in(jax.random.key(0), s))
+  assert not np.array_equal(k(1), k(2))
+  np.testing.assert_array_equal(k(3), k(3))
+
+
+# ---------------------------------------------------------- end to end (tiny SGDCNet, slow)
+
+@pytest.mark.slow
+def test_nan_loss_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path):
+  out = run_script(f"""
+    from sgdc_jax import train, checkpointing
+    from sgdc_jax.data import pipeline
+    real = pipeline.create_train_iterator
+    def poisoned(*a, **k):
+      it = real(*a, **k)
+      def gen():
+        for i, b in enumerate(it):
+          if i >= 2:   # batches of steps 3, 4, ... contain a NaN pixel
+            b = dict(b); b['image'] = b['image'].copy(); b['image'][0, 0, 0, 0] = np.nan
+          yield b
+      return gen()
+    pipeline.create_train_iterator = poisoned
+    c = tiny_config()
+    try:
+      train.train_and_evaluate(c, {str(tmp_path)!r})
+      msg = None
+    except train.NonFiniteLossError as e:
+      msg = str(e)
+    ck = checkpointing.Checkpointer(os.path.join({str(tmp_path)!r}, 'checkpoints'), read_only=True)
+    print('RESULT' + json.dumps({{'msg': msg, 'steps': ck.all_steps()}}))
+  """)
+  assert out["msg"] is not None and "step 3" in out["msg"], out
+  assert out["steps"] == [2], out   # last good state kept, nothing saved for the bad step
+
+
+@pytest.mark.slow
+def test_eval_counts_every_example_once_with_non_dividing_batch(tmp_path):
+  out = run_script(f"""
+    import csv
+    from sgdc_jax import train, evaluate
+    c = tiny_config()
+    c.eval.batch_size = 2      # 5 validation records: batches 2 + 2 + (1 + padding)
+    s = train.setup(c)
+    ev = evaluate.Evaluator(c, s.model, s.mesh)
+    summary = ev.evaluate(s.state, 'validation', out_dir={str(tmp_path)!r}, overlays=2)
+    rows = list(csv.DictReader(open(os.path.join({str(tmp_path)!r}, 'per_image.csv'))))
+    js = json.load(open(os.path.join({str(tmp_path)!r}, 'metrics.json')))
+    print('RESULT' + json.dumps({{'n': summary['n_images'], 'idx': [int(r['index']) for r in rows],
+        'ids': [r['id'] for r in rows], 'keys': sorted(js),
+        'overlays': sorted(os.listdir(os.path.join({str(tmp_path)!r}, 'overlays')))}}))
+  """)
+  assert out["n"] == 5
+  assert out["idx"] == [0, 1, 2, 3, 4]
+  assert len(set(out["ids"])) == 5
+  assert {"mean", "std", "n_images", "empty", "hd95_convention"} <= set(out["keys"])
+  assert len(out["overlays"]) == 2 and all(f.endswith(".png") for f in out["overlays"])
