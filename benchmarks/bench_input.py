@@ -17,6 +17,8 @@ Columns:
   ex/s        median examples/s over the timed windows
   min, max    slowest and fastest window
   ms/example  1000 / median ex/s
+A first line gives the CPU cost per example of reading (here: generating) a raw example and
+of the training transform, measured in the calling process.
 """
 from __future__ import annotations
 
@@ -50,6 +52,22 @@ def measure(config, batch_size: int, warmup: int, windows: int, window_batches: 
       it.close()
 
 
+def component_ms(config, repeats: int = 20):
+  """Median CPU ms per example of raw generation/reading and of the training transform."""
+  source = pipeline.open_source(config, config.train_split)
+  transform = pipeline.TrainTransform(config)
+  rng = np.random.default_rng(0)
+  read, prep = [], []
+  for i in range(repeats):
+    start = time.process_time()
+    example = source[i % len(source)]
+    mid = time.process_time()
+    transform.random_map(example, rng)
+    read.append(mid - start)
+    prep.append(time.process_time() - mid)
+  return 1000 * float(np.median(read)), 1000 * float(np.median(prep))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--image_size', type=int, default=256)
@@ -75,6 +93,8 @@ def main():
   print(f'dataset={config.name}{raw} image_size={args.image_size} batch={args.batch_size} '
         f'augment={config.augment.enabled} cpus={os.cpu_count()} '
         f'windows={args.windows}x{args.window_batches} batches after {args.warmup} warm-up')
+  read_ms, prep_ms = component_ms(config)
+  print(f'per example (CPU ms, median): read/generate {read_ms:.2f}, train transform {prep_ms:.2f}')
   print(f'{"workers":>7} {"threads":>7} {"ex/s":>8} {"min":>8} {"max":>8} {"ms/example":>10}')
   for workers in [int(w) for w in args.workers.split(',')]:
     config.num_workers = workers

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import json
 import os
+import time
 from typing import Any, Callable, Optional
 
 import jax
@@ -219,6 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   step = start
   preempted = False
   bar = logging_utils.progress_bar(num_steps, start)
+  last_log = [start, time.time()]
   try:
     for step in range(start + 1, num_steps + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -240,6 +242,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if step % config.train.log_every == 0 or step == num_steps:
         means = {f"train/{k}": v / acc_n for k, v in acc.items()}
         writer.write_scalars(step, means)
+        now = time.time()
+        rate = (step - last_log[0]) / max(now - last_log[1], 1e-9)
+        last_log[:] = [step, now]
+        if bar is None:
+          logging_utils.log(f"step {step}/{num_steps}: loss {means['train/loss']:.4f}, "
+                            f"lr {means['train/learning_rate']:.2e}, {rate:.2f} steps/s")
         _append_history(history_path, {"step": step, "loss": means["train/loss"]})
         acc, acc_n = {}, 0
       is_last = step == num_steps

@@ -1,7 +1,8 @@
-"""SGDCNet: shapes/dtypes per encoder and kernel_source, training signal, BatchNorm, config checks."""
+"""SGDCNet: shapes and dtypes per encoder and kernel_source, training, BatchNorm, config."""
 import sgdc_jax  # noqa: F401  (sets XLA flags before jax initialises)
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -80,7 +81,7 @@ def test_sgdcnet_outputs_per_kernel_source(kernel_source):
   model = build_model(tiny_config(kernel_source=kernel_source, num_classes=3))
   x = images()
   variables = fast_init(model, x)
-  out = model.apply(variables, x, train=False)
+  out = jax.jit(lambda v, im: model.apply(v, im, train=False))(variables, x)
   assert out['logits'].shape == (2, SIZE, SIZE, 3) and out['logits'].dtype == jnp.float32
   assert bool(jnp.all(jnp.isfinite(out['logits'])))
   if kernel_source == 'none':
@@ -111,6 +112,8 @@ def test_real_init_runs():
 @pytest.mark.parametrize('encoder', ['resnet18', 'resnet34', 'resnet50', 'resnet101'])
 def test_sgdcnet_abstract_shapes_per_encoder(encoder):
   cfg = default_model_config() if encoder == 'resnet50' else tiny_config(encoder=encoder)
+  if encoder == 'resnet18':
+    cfg.n_blocks = 0  # decoder straight into the head
   model = build_model(cfg)
   x = jax.ShapeDtypeStruct((1, 96, 64, 3), jnp.float32)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape)))
@@ -121,6 +124,7 @@ def test_sgdcnet_abstract_shapes_per_encoder(encoder):
   assert enc['conv1']['kernel'].shape == (7, 7, 3, 64)
   last = 'layer4_2' if encoder in ('resnet34', 'resnet50', 'resnet101') else 'layer4_1'
   assert last in enc
+  assert ('sgdc0' in variables['params']) == (encoder != 'resnet18')
 
 
 def test_bfloat16_compute_float32_params_and_outputs():
@@ -159,6 +163,15 @@ def test_build_model_rejects_bad_fields(field, value):
     build_model(cfg)
 
 
+def test_build_model_fills_missing_fields_and_checks_types():
+  model = build_model(ml_collections.ConfigDict(dict(encoder='resnet18', n_blocks=0)))
+  assert model.encoder == 'resnet18' and model.n_blocks == 0 and model.decoder_channels == 256
+  with pytest.raises(ValueError, match='n_blocks'):
+    build_model(ml_collections.ConfigDict(dict(n_blocks='2')))
+  with pytest.raises(ValueError, match='pool_size'):
+    build_model(ml_collections.ConfigDict(dict(pool_size=0)))
+
+
 def test_build_model_rejects_unknown_field():
   cfg = tiny_config()
   cfg.decoder_chanels = 8
@@ -170,10 +183,12 @@ def test_batchnorm_stats_update_only_in_train_mode():
   model = build_model(tiny_config())
   x = images()
   variables = fast_init(model, x, seed=3)
-  _, state = model.apply(variables, x, train=False, mutable=['batch_stats'])
+  run = jax.jit(lambda v, train: model.apply(v, x, train=train, mutable=['batch_stats'])[1],
+                static_argnums=1)
+  state = run(variables, False)
   jax.tree.map(np.testing.assert_array_equal, state['batch_stats'], variables['batch_stats'])
-  _, state = model.apply(variables, x, train=True, mutable=['batch_stats'])
-  for part in ('encoder', 'decoder', 'head_bn'):
+  state = run(variables, True)
+  for part in ('encoder', 'decoder', 'sge', 'head_bn'):
     changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), state['batch_stats'][part],
                            variables['batch_stats'][part])
     assert all(jax.tree.leaves(changed)), part
@@ -223,10 +238,7 @@ def test_drop_path_train_uses_dropout_rng():
   outs = [np.asarray(run(seed)) for seed in range(4)]
   assert all(np.isfinite(o).all() for o in outs)
   assert any(not np.array_equal(outs[0], o) for o in outs[1:])
-  # Eval is deterministic and needs no rng.
-  e1 = model.apply(variables, x, train=False)['logits']
-  e2 = model.apply(variables, x, train=False)['logits']
-  np.testing.assert_array_equal(e1, e2)
+  np.testing.assert_array_equal(outs[0], np.asarray(run(0)))  # same key, same drops
 
 
 def test_load_pretrained_encoder_into_sgdcnet(tmp_path):

@@ -81,7 +81,8 @@ def test_pillow_geometry_matches_numpy_reference():
     for vflip in (False, True):
       for turns in range(4):
         box = T.random_crop_box(rng, 40, 56, (0.4, 1.0))
-        want = T.flip_rotate(*T.resize_pair(ex['image'], ex['mask'], (20, 28), box), hflip, vflip, turns)
+        resized = T.resize_pair(ex['image'], ex['mask'], (20, 28), box)
+        want = T.flip_rotate(*resized, hflip, vflip, turns)
         got = T.crop_flip_rotate(ex['image'], ex['mask'], (20, 28), box, hflip, vflip, turns)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
@@ -234,7 +235,6 @@ def test_iterator_state_resumes_at_the_exact_next_batch():
   _assert_batches_equal([next(fresh) for _ in range(4)], after)
 
 
-@pytest.mark.slow
 def test_worker_processes_give_the_same_batches_and_resume():
   config = _config()
   reference = pipeline.create_train_iterator(config, 4, seed=2, process_index=0, process_count=1)
@@ -250,6 +250,13 @@ def test_worker_processes_give_the_same_batches_and_resume():
     _assert_batches_equal([next(it) for _ in range(3)], want[2:])
   finally:
     it.close()
+  # Evaluation keeps its order with workers too.
+  got = list(pipeline.create_eval_iterator(config, 'validation', 4, process_index=0,
+                                           process_count=1))
+  config.num_workers = 0
+  want = list(pipeline.create_eval_iterator(config, 'validation', 4, process_index=0,
+                                            process_count=1))
+  _assert_batches_equal(got, want)
 
 
 def test_train_errors():
@@ -290,7 +297,8 @@ def test_eval_sees_every_example_once_with_padding():
   first = per_process[0][0]
   _, mask = T.resize_pair(source[1]['image'], source[1]['mask'], (16, 16))
   np.testing.assert_array_equal(first['mask'][1], mask)
-  again = next(pipeline.create_eval_iterator(config, 'validation', 4, process_index=0, process_count=2))
+  again = next(pipeline.create_eval_iterator(config, 'validation', 4, process_index=0,
+                                             process_count=2))
   for key in first:
     np.testing.assert_array_equal(first[key], again[key])
 

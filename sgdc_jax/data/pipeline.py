@@ -120,7 +120,8 @@ def open_source(data_config, split: str):
   try:
     import sgdc_jax.data.builders  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError as e:
-    raise ImportError(f'dataset {name!r} needs the TFDS builders in sgdc_jax.data.builders: {e}') from e
+    raise ImportError(
+        f'dataset {name!r} needs the TFDS builders in sgdc_jax.data.builders: {e}') from e
   data_dir = data_config.data_dir or None
   try:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -132,7 +133,8 @@ def open_source(data_config, split: str):
         f'(data.data_dir={data_config.data_dir!r}); {_prepare_hint(name, data_config.data_dir)}')
   base = split.split('[')[0]
   if '+' not in split and base not in builder.info.splits:
-    raise ValueError(f'dataset {name!r} has no split {split!r}; splits are {sorted(builder.info.splits)}')
+    raise ValueError(f'dataset {name!r} has no split {split!r}; '
+                     f'splits are {sorted(builder.info.splits)}')
   return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
 
 
@@ -140,7 +142,8 @@ def _image_size(data_config):
   size = data_config.image_size
   size = (int(size), int(size)) if np.ndim(size) == 0 else tuple(int(v) for v in size)
   if len(size) != 2 or min(size) < 1:
-    raise ValueError(f'data.image_size must be a positive int or (H, W), got {data_config.image_size!r}')
+    raise ValueError('data.image_size must be a positive int or (H, W), '
+                     f'got {data_config.image_size!r}')
   return size
 
 

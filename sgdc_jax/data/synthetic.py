@@ -201,12 +201,15 @@ def generate(seed: int, index: int, height: int, width: int) -> dict:
       hu = xx * cp + yy * sp
       hu2 = hu * hu
       offset, bend, twist = rng.uniform(-0.6, 0.6), rng.normal(0, 0.6), rng.normal(0, 0.6)
-      gap = np.abs(yy * cp - xx * sp - np.float32(offset) - hu2 * np.float32(bend) - hu2 * hu * np.float32(twist))
+      curve = np.float32(offset) + hu2 * np.float32(bend) + hu2 * hu * np.float32(twist)
+      gap = np.abs(yy * cp - xx * sp - curve)
       start = rng.uniform(-1.0, 0.2)
       half = rng.uniform(0.4, 1.2) * pixel
       opacity = rng.uniform(0.75, 0.95)
-      near = np.nonzero((gap < half + pixel) & (hu > start) & (hu < start + rng.uniform(0.3, 1.5)))
-      cover[near] = np.maximum(cover[near], opacity * np.clip((half - gap[near]) * scale + 0.5, 0.0, 1.0))
+      stop = start + rng.uniform(0.3, 1.5)
+      near = np.nonzero((gap < half + pixel) & (hu > start) & (hu < stop))
+      hair = opacity * np.clip((half - gap[near]) * scale + 0.5, 0.0, 1.0)
+      cover[near] = np.maximum(cover[near], hair)
     hit = np.nonzero(cover)
     cover = cover[hit]
   hair_colour = rng.uniform(0.06, 0.22) * np.array([1.0, 0.85, 0.75], np.float32)
@@ -245,10 +248,12 @@ class SyntheticLesions:
 
   def __init__(self, num_examples: int, image_size=(240, 320), seed: int = 0):
     if int(num_examples) != num_examples or num_examples < 1:
-      raise ValueError(f'SyntheticLesions: num_examples must be a positive integer, got {num_examples!r}')
+      raise ValueError('SyntheticLesions: num_examples must be a positive integer, '
+                       f'got {num_examples!r}')
     size = tuple(int(v) for v in image_size)
     if len(size) != 2 or min(size) < 16:
-      raise ValueError(f'SyntheticLesions: image_size must be (H, W) with H, W >= 16, got {image_size!r}')
+      raise ValueError('SyntheticLesions: image_size must be (H, W) with H, W >= 16, '
+                       f'got {image_size!r}')
     if int(seed) != seed or seed < 0:
       raise ValueError(f'SyntheticLesions: seed must be a non-negative integer, got {seed!r}')
     self.num_examples = int(num_examples)

@@ -231,8 +231,9 @@ def normalise(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.nda
   scale = 1.0 / 255.0 if image.dtype == np.uint8 else 1.0
   height, width, channels = image.shape
   # Constants tiled along W * C: broadcasting over a length-3 inner axis is ~4x slower.
-  gain = np.tile(scale / np.asarray(std, np.float64), width).astype(np.float32)
-  shift = np.tile(np.asarray(mean, np.float64) / np.asarray(std, np.float64), width).astype(np.float32)
+  mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+  gain = np.tile(scale / std, width).astype(np.float32)
+  shift = np.tile(mean / std, width).astype(np.float32)
   rows = np.ascontiguousarray(image).reshape(height, width * channels).astype(np.float32)
   rows *= gain
   rows -= shift

@@ -4,7 +4,8 @@
   FPN: lateral conv1x1 (bias) to D on every c_i, top-down bilinear x2 + add, then one
        conv3x3-BN-ReLU smoothing of the stride-4 sum -> x (B,H/4,W/4,D)
   SGE(c4, c1) -> edge_logits (B,H/4,W/4,1), guidance (B,H/4,W/4,G)   [not for 'none']
-  n_blocks x SGDC(x, guidance)  (guidance=None for 'pooled'/'none': SGDC builds its own context)
+  n_blocks x SGDC(x, guidance)  (guidance=None for 'pooled'/'none': SGDC builds its own context;
+       drop-path rates rise linearly from 0 to `drop_path` over the blocks)
   head: conv3x3-BN-ReLU (D), conv1x1 (bias) -> num_classes; bilinear resize to (H, W).
 
 Every choice is a field of `default_model_config()`; `build_model` validates the fields.
@@ -46,6 +47,7 @@ def default_model_config() -> ml_collections.ConfigDict:
       layer_scale_init=1e-6,
       sge_bottleneck=256,
       sge_mid=256,
+      pool_size=7,                 # S of the 'pooled' baseline (S x S average-pooled regions)
       dtype='float32',             # compute dtype: float32 | bfloat16 (params stay float32)
   ))
 
@@ -88,6 +90,12 @@ class SGDCNet(nn.Module):
 
   `dtype` may be 'float32'/'bfloat16' or a jnp dtype; it is the compute dtype, parameters and
   BatchNorm statistics are float32. Prefer `build_model(config)`, which validates the fields.
+
+  kernel_source: 'structure' feeds SGE's guidance to the SGDC blocks; 'pooled' keeps SGE and
+  its edge output (so the edge loss still trains the encoder) but the blocks build their
+  context by `pool_size` x `pool_size` average pooling of their input (SGE's guidance head
+  then gets no gradient); 'none' drops SGE and 'edge_logits' entirely. Variables:
+  'params'/'batch_stats' subtrees 'encoder', 'decoder', 'sge', 'sgdc{i}', 'head_*'.
   """
   encoder: str = 'resnet50'
   decoder_channels: int = 256
@@ -102,6 +110,7 @@ class SGDCNet(nn.Module):
   layer_scale_init: float = 1e-6
   sge_bottleneck: int = 256
   sge_mid: int = 256
+  pool_size: int = 7
   dtype: Any = 'float32'
 
   @nn.compact
@@ -151,11 +160,12 @@ class SGDCNet(nn.Module):
     rates = np.linspace(0.0, self.drop_path, self.n_blocks) if self.n_blocks > 1 else [
         self.drop_path] * self.n_blocks
     for i in range(self.n_blocks):
-      x = SGDC(dim=self.decoder_channels, guide_channels=self.guide_channels,
-               num_heads=self.num_heads, kernel_size=self.kernel_size,
-               mlp_ratio=self.mlp_ratio, drop_path=float(rates[i]),
-               layer_scale_init=self.layer_scale_init, kernel_source=self.kernel_source,
-               dtype=dtype, name=f'sgdc{i}')(x, guidance, deterministic=not train)
+      block = SGDC(dim=self.decoder_channels, guide_channels=self.guide_channels,
+                   num_heads=self.num_heads, kernel_size=self.kernel_size,
+                   mlp_ratio=self.mlp_ratio, drop_path=float(rates[i]),
+                   layer_scale_init=self.layer_scale_init, kernel_source=self.kernel_source,
+                   pool_size=self.pool_size, dtype=dtype, name=f'sgdc{i}')
+      x = block(x, guidance, deterministic=not train)
 
     x = _conv(self.decoder_channels, 3, 'head_conv', dtype, False)(x)
     x = nn.relu(_bn(train, 'head_bn', dtype)(x))
@@ -188,7 +198,7 @@ def _is_num(v: Any) -> bool:
 
 
 def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
-  """Checks every field of a model config (as from `default_model_config`).
+  """Checks every field of a complete model config (see `default_model_config`).
 
   Raises:
     ValueError: naming the first offending field, or listing unknown/missing fields.
@@ -196,7 +206,8 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
   known = set(default_model_config().keys())
   given = set(cfg.keys())
   if given - known:
-    raise ValueError(f'model config: unknown fields {sorted(given - known)}')
+    raise ValueError(f'model config: unknown fields {sorted(given - known)} '
+                     f'(known: {sorted(known)})')
   if known - given:
     raise ValueError(f'model config: missing fields {sorted(known - given)}')
   _check(cfg.encoder in ENCODERS, 'encoder', cfg.encoder, f'one of {sorted(ENCODERS)}')
@@ -205,7 +216,7 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
          f'one of {KERNEL_SOURCES}')
   _check(cfg.dtype in DTYPES, 'dtype', cfg.dtype, f'one of {sorted(DTYPES)}')
   for field in ('decoder_channels', 'num_classes', 'guide_channels', 'num_heads',
-                'sge_bottleneck', 'sge_mid'):
+                'sge_bottleneck', 'sge_mid', 'pool_size'):
     value = cfg[field]
     _check(_is_int(value) and value >= 1, field, value, 'a positive integer')
   _check(_is_int(cfg.n_blocks) and cfg.n_blocks >= 0, 'n_blocks', cfg.n_blocks,
@@ -225,12 +236,18 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
 def build_model(model_config: ml_collections.ConfigDict) -> SGDCNet:
   """Validates `model_config` and returns the `SGDCNet` it describes.
 
-  `pretrained` is not read here: load it into the initialised variables with
-  `sgdc_jax.models.load_pretrained_encoder(variables, model_config.pretrained)`.
+  Fields absent from `model_config` take their `default_model_config()` values; unknown
+  fields are an error. `pretrained` is not read here: load it into the initialised variables
+  with `sgdc_jax.models.load_pretrained_encoder(variables, model_config.pretrained)`.
 
   Raises:
     ValueError: see `validate_model_config`.
   """
-  validate_model_config(model_config)
-  fields = {k: model_config[k] for k in default_model_config().keys() if k != 'pretrained'}
+  defaults = default_model_config().to_dict()
+  unknown = sorted(set(model_config.keys()) - set(defaults))
+  if unknown:
+    raise ValueError(f'model config: unknown fields {unknown} (known: {sorted(defaults)})')
+  cfg = ml_collections.ConfigDict({**defaults, **dict(model_config.items())})
+  validate_model_config(cfg)
+  fields = {k: cfg[k] for k in cfg.keys() if k != 'pretrained'}
   return SGDCNet(**fields)
