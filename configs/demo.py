@@ -4,7 +4,9 @@
   python -m sgdc_jax.main --config=configs/demo.py --workdir=runs/demo
   python -m sgdc_jax.main --config=configs/demo.py --workdir=runs/demo --mode=eval
 
-Cost: a few minutes on a 2-core CPU; reaches a synthetic test Dice above 0.85.
+Cost: 150 steps of 8 images at 96x96; about 4-8 minutes on a 2-core CPU, most of it XLA
+compilation (cached in runs/.jax_cache, so a rerun is faster). Reaches a synthetic test Dice of
+about 0.97 (300 steps: 0.98).
 """
 
 import importlib.util
@@ -38,12 +40,12 @@ def get_config() -> ml_collections.ConfigDict:
   d.synthetic.height = 120
   d.synthetic.width = 160
   config.optimizer.learning_rate = 1e-3
-  config.optimizer.warmup_steps = 30
-  config.train.num_steps = 300
+  config.optimizer.warmup_steps = 20
+  config.train.num_steps = 150
   config.train.batch_size = 8
   config.train.log_every = 25
-  config.train.eval_every = 150
-  config.train.checkpoint_every = 150
+  config.train.eval_every = 75
+  config.train.checkpoint_every = 75
   config.eval.batch_size = 16
   config.eval.overlays = 8
   return config

@@ -9,6 +9,8 @@ process). Retention: the latest checkpoint plus the ``keep_best`` best by valida
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import signal
 import threading
 from typing import Any, Optional
@@ -17,9 +19,33 @@ import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_managers as cm
 
 BEST_METRIC = "val_dice"
+
+
+@dataclasses.dataclass
+class LatestAndBest:
+  """Orbax preservation policy: the latest checkpoint plus the ``keep_best`` with the highest
+  ``val_dice`` (NaN counts as worst; ties go to the later step). Periodic checkpoints without
+  metrics are dropped as soon as a newer checkpoint exists."""
+  keep_best: int
+
+  def should_preserve(self, checkpoints, *, context=None):  # pylint: disable=unused-argument
+    """One bool per ``PolicyCheckpointInfo`` (``.step``, ``.metrics``)."""
+    n = len(checkpoints)
+    if n == 0:
+      return []
+    latest = max(range(n), key=lambda i: checkpoints[i].step)
+
+    def score(i):
+      v = float(checkpoints[i].metrics[BEST_METRIC])
+      return (-math.inf if math.isnan(v) else v, checkpoints[i].step)
+
+    scored = [i for i, c in enumerate(checkpoints)
+              if c.metrics is not None and BEST_METRIC in c.metrics]
+    keep = set(sorted(scored, key=score)[-self.keep_best:]) if self.keep_best > 0 else set()
+    keep.add(latest)
+    return [i in keep for i in range(n)]
 
 
 class Checkpointer:
@@ -35,11 +61,7 @@ class Checkpointer:
     """
     import os  # pylint: disable=g-import-not-at-top
     self.directory = os.path.abspath(directory)
-    policy = cm.AnyPreservationPolicy([
-        cm.LatestN(n=1),
-        cm.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=False, n=keep_best,
-                 keep_checkpoints_without_metrics=False),
-    ])
+    policy = LatestAndBest(keep_best=keep_best)
     options = ocp.CheckpointManagerOptions(
         best_fn=lambda m: m[BEST_METRIC], best_mode="max", preservation_policy=policy,
         create=not read_only, read_only=read_only, enable_async_checkpointing=True)

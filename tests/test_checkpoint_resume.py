@@ -13,21 +13,35 @@ from sgdc_jax import checkpointing
 from test_train import run_script  # pylint: disable=wrong-import-order
 
 
+def test_retention_policy_latest_plus_best():
+  info = lambda step, dice: type("Info", (), {"step": step, "metrics": None if dice is None
+                                              else {"val_dice": dice}})()
+  policy = checkpointing.LatestAndBest(keep_best=2)
+  cps = [info(1, None), info(2, 0.4), info(3, float("nan")), info(4, None)]
+  assert policy.should_preserve(cps) == [False, True, True, True]
+  cps.append(info(5, 0.5))
+  assert policy.should_preserve(cps) == [False, True, False, False, True]
+
+
 def test_checkpointer_keeps_latest_and_best_k(tmp_path):
   ck = checkpointing.Checkpointer(str(tmp_path / "ck"), keep_best=2)
-  dice = {1: 0.5, 2: 0.9, 3: 0.7, 4: 0.6}
-  for step in range(1, 7):
+  ck.save(1, {"w": jnp.zeros((3,))})
+  ck.save(2, {"w": jnp.zeros((3,))})
+  ck.wait_until_finished()
+  assert ck.all_steps() == [2]     # a periodic save is dropped once a newer one exists
+  dice = {3: 0.9, 4: 0.7, 5: 0.6}
+  for step in range(3, 7):
     state = {"w": jnp.full((3,), float(step))}
     ck.save(step, state, metrics={"val_dice": dice[step]} if step in dice else None)
   ck.wait_until_finished()
-  # Best two by val Dice (2, 3) plus the latest (6); periodic 5 and worse 1, 4 are gone.
-  assert ck.all_steps() == [2, 3, 6]
-  assert ck.best_step() == 2 and ck.latest_step() == 6
+  # Best two by val Dice (3, 4) plus the latest (6); worse 5 and periodic 2 are gone.
+  assert ck.all_steps() == [3, 4, 6]
+  assert ck.best_step() == 3 and ck.latest_step() == 6
   abstract = {"w": jax.ShapeDtypeStruct((3,), jnp.float32,
                                         sharding=jax.sharding.SingleDeviceSharding(
                                             jax.devices()[0]))}
-  state, _ = ck.restore(2, abstract)
-  np.testing.assert_array_equal(np.asarray(state["w"]), 2.0)
+  state, _ = ck.restore(3, abstract)
+  np.testing.assert_array_equal(np.asarray(state["w"]), 3.0)
   ck.close()
 
 

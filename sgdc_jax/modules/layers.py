@@ -49,3 +49,29 @@ class DropPath(nn.Module):
     keep = 1.0 - self.rate
     mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class DepthwiseConv(nn.Module):
+  """Depthwise k x k convolution with bias, zero padding k // 2, `(B, H, W, C)`.
+
+  Same parameters (kernel `(k, k, 1, C)`, bias `(C,)`) and initialisers as
+  `nn.Conv(C, (k, k), feature_group_count=C)`, computed as k*k shifted multiply-adds:
+  XLA's grouped convolution on CPU was 20x slower forward and 3x slower forward+backward
+  at (4, 64, 64, 256) (benchmarks/bench_sgdc.py); on accelerators both forms are cheap.
+  """
+  kernel_size: int = 3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, (height, width, channels) = self.kernel_size, x.shape[1:]
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (k, k, 1, channels))
+    bias = self.param('bias', nn.initializers.zeros_init(), (channels,))
+    kernel, bias = kernel.astype(self.dtype), bias.astype(self.dtype)
+    r = k // 2
+    padded = jnp.pad(x.astype(self.dtype), ((0, 0), (r, r), (r, r), (0, 0)))
+    out = bias
+    for dy in range(k):
+      for dx in range(k):
+        out = out + padded[:, dy:dy + height, dx:dx + width] * kernel[dy, dx, 0]
+    return out

@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sgdc_jax.modules.layers import DropPath, check_rank4
+from sgdc_jax.modules.layers import DepthwiseConv, DropPath, check_rank4
 from sgdc_jax.ops.aggregate import IMPLEMENTATIONS, pixel_adaptive_aggregate
 from sgdc_jax.ops.image import adaptive_avg_pool, resize_bilinear
 
@@ -103,8 +103,7 @@ class SGDC(nn.Module):
     w = _conv1x1(2 * c + heads * k * k, self.dtype, 'attn')(x + self._context(x, guidance))
     gate1, gate2, kernel = w[..., :c], w[..., c:2 * c], w[..., 2 * c:]
 
-    x1 = nn.Conv(c, (3, 3), padding=[(1, 1), (1, 1)], feature_group_count=c, use_bias=True,
-                 dtype=self.dtype, name='dwconv')(x * jax.nn.sigmoid(gate1))
+    x1 = DepthwiseConv(3, self.dtype, name='dwconv')(x * jax.nn.sigmoid(gate1))
     xn = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm1')(x)
     probs = jax.nn.softmax(kernel.astype(jnp.float32).reshape(*kernel.shape[:3], heads, k * k))
     x2 = pixel_adaptive_aggregate(xn, probs.astype(self.dtype), k, self.impl)
