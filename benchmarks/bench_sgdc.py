@@ -48,11 +48,14 @@ def worker_jax(impl, size, repeats):
   fwd = jax.jit(block.apply)
   fwd_bwd = jax.jit(jax.grad(lambda v, x: jnp.sum(block.apply(v, x, g) * cot), argnums=(0, 1)))
   jax.block_until_ready((x, g, variables, cot))
-  base = _peak_rss_mb()
+  device = jax.devices()[0]
+  on_cpu = device.platform == 'cpu'
+  base = _peak_rss_mb() if on_cpu else device.memory_stats()['bytes_in_use'] / 2**20
   t_fwd = _median_time(lambda: jax.block_until_ready(fwd(variables, x, g)), repeats)
   t_bwd = _median_time(lambda: jax.block_until_ready(fwd_bwd(variables, x)), repeats)
+  peak = _peak_rss_mb() if on_cpu else device.memory_stats()['peak_bytes_in_use'] / 2**20
   temp = fwd_bwd.lower(variables, x).compile().memory_analysis()
-  return dict(fwd=t_fwd, fwd_bwd=t_bwd, peak_mb=_peak_rss_mb() - base,
+  return dict(fwd=t_fwd, fwd_bwd=t_bwd, peak_mb=peak - base, device=device.device_kind,
               xla_temp_mb=getattr(temp, 'temp_size_in_bytes', 0) / 2**20)
 
 
@@ -62,24 +65,31 @@ def worker_torch(reference_dir, size, repeats):
   from reference_loader import load_reference
   ref_sgdc, _ = load_reference(reference_dir)
   b, h, w, c = size
+  dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+  sync = torch.cuda.synchronize if dev == 'cuda' else (lambda: None)
   torch.manual_seed(0)
-  block = ref_sgdc(c, guide_ch=16)
-  x = torch.randn(b, c, h, w, requires_grad=True)
-  g = torch.randn(b, 16, h // 4, w // 4)
-  cot = torch.randn(b, c, h, w)
-  base = _peak_rss_mb()
+  block = ref_sgdc(c, guide_ch=16).to(dev)
+  x = torch.randn(b, c, h, w, device=dev, requires_grad=True)
+  g = torch.randn(b, 16, h // 4, w // 4, device=dev)
+  cot = torch.randn(b, c, h, w, device=dev)
+  sync()
+  base = _peak_rss_mb() if dev == 'cpu' else torch.cuda.memory_allocated() / 2**20
 
   def fwd():
     with torch.no_grad():
       block(x, g)
+    sync()
 
   def fwd_bwd():
     block.zero_grad()
     x.grad = None
     block(x, g).backward(cot)
+    sync()
 
-  return dict(fwd=_median_time(fwd, repeats), fwd_bwd=_median_time(fwd_bwd, repeats),
-              peak_mb=_peak_rss_mb() - base, xla_temp_mb=float('nan'))
+  t_fwd, t_bwd = _median_time(fwd, repeats), _median_time(fwd_bwd, repeats)
+  peak = _peak_rss_mb() if dev == 'cpu' else torch.cuda.max_memory_allocated() / 2**20
+  return dict(fwd=t_fwd, fwd_bwd=t_bwd, peak_mb=peak - base, xla_temp_mb=float('nan'),
+              device=torch.cuda.get_device_name() if dev == 'cuda' else 'cpu')
 
 
 def run_worker(kind, size, args):
@@ -111,7 +121,7 @@ def main():
     return
   kinds = (['torch'] if args.reference_dir else []) + args.impls.split(',')
   print(f'SGDC block, fp32, C=256, heads=4, k=7; median of {args.repeats}; '
-        f'{os.cpu_count()} CPUs')
+        f'{os.cpu_count()} CPUs; peak MB = growth of peak RSS (CPU) or device peak (GPU)')
   print(f"{'size (B,H,W,C)':18} {'impl':14} {'fwd s':>8} {'fwd+bwd s':>10} {'peak MB':>9} "
         f"{'XLA temp MB':>12} {'fwd+bwd speed-up':>17}")
   for size in SIZES:
@@ -123,8 +133,8 @@ def main():
         print(f'{str(size):18} {name:14} failed: {r["error"]}')
         continue
       speedup = base.get('fwd_bwd', float('nan')) / r['fwd_bwd']
-      print(f"{str(size):18} {name:14} {r['fwd']:8.3f} {r['fwd_bwd']:10.3f} "
-            f"{r['peak_mb']:9.0f} {r['xla_temp_mb']:12.0f} {speedup:16.2f}x")
+      print(f"{str(size):18} {name:14} {r['fwd']:8.4f} {r['fwd_bwd']:10.4f} "
+            f"{r['peak_mb']:9.0f} {r['xla_temp_mb']:12.0f} {speedup:16.2f}x  {r['device']}")
   print(f'speed-up: relative to {"the PyTorch reference" if args.reference_dir else kinds[0]}')
 
 

@@ -8,6 +8,7 @@ registered with Jupyter beforehand.
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -42,6 +43,26 @@ def _kernel_manager(tmp_path) -> KernelManager:
   return KernelManager(kernel_name=KERNEL, kernel_spec_manager=ksm)
 
 
+def _kill_leftovers(marker: str) -> None:
+  """Terminates processes (by pid) whose command line mentions `marker`: the notebook's
+  background `sgdc_jax.main` run when a cell failed before waiting for it."""
+  if not os.path.isdir('/proc'):
+    return
+  for pid in os.listdir('/proc'):
+    if not pid.isdigit() or int(pid) == os.getpid():
+      continue
+    try:
+      with open(f'/proc/{pid}/cmdline', 'rb') as f:
+        cmdline = f.read().decode(errors='replace')
+    except OSError:
+      continue
+    if marker in cmdline and 'sgdc_jax.main' in cmdline:
+      try:
+        os.kill(int(pid), signal.SIGKILL)
+      except OSError:
+        pass
+
+
 def _text(cell) -> str:
   parts = []
   for out in cell.get('outputs', []):
@@ -66,12 +87,18 @@ def test_quickstart_runs_top_to_bottom(tmp_path, monkeypatch):
   monkeypatch.setenv('PYTHONPATH', os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')]))
   monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', CACHE)
   monkeypatch.setenv('MPLBACKEND', 'module://matplotlib_inline.backend_inline')
+  # The notebook's work directory (tempfile.mkdtemp) lands under tmp_path, which is how a
+  # background command-line run it started is found again if a cell fails.
+  monkeypatch.setenv('TMPDIR', str(tmp_path))
   nb = nbformat.read(NOTEBOOK, as_version=4)
   client = nbclient.NotebookClient(
       nb, km=_kernel_manager(tmp_path), timeout=900, allow_errors=False,
       resources={'metadata': {'path': os.path.join(REPO, 'notebooks')}})
   start = time.time()
-  client.execute()  # raises CellExecutionError, with the traceback, on the first failing cell
+  try:
+    client.execute()  # raises CellExecutionError, with the traceback, on the first failing cell
+  finally:
+    _kill_leftovers(str(tmp_path))
   elapsed = time.time() - start
 
   code = [c for c in nb.cells if c.cell_type == 'code']
