@@ -1,5 +1,8 @@
 """Weights from the reference PyTorch modules (and torchvision ResNets) into our variables.
 
+`torchvision_resnet_to_flax` and `load_pretrained_encoder` (encoder weights for `SGDCNet`)
+are available here too; they live in `sgdc_jax.models.resnet_convert`.
+
     state_dict = load_torch_checkpoint('sgdc_block.pth')
     variables = torch_state_dict_to_flax(state_dict, module='sgdc')
     y = SGDC(dim=256).apply(variables, x, guidance)
@@ -38,7 +41,7 @@ def _identity(w: np.ndarray) -> np.ndarray:
   return w
 
 
-def _bn_entries(torch_prefix: str, flax_path: tuple[str, ...], channels: int):
+def bn_entries(torch_prefix: str, flax_path: tuple[str, ...], channels: int):
   return [
       (f'{torch_prefix}.weight', ('params',) + flax_path + ('scale',), (channels,), _identity),
       (f'{torch_prefix}.bias', ('params',) + flax_path + ('bias',), (channels,), _identity),
@@ -49,7 +52,7 @@ def _bn_entries(torch_prefix: str, flax_path: tuple[str, ...], channels: int):
   ]
 
 
-def _conv_entry(torch_key: str, flax_path: tuple[str, ...], shape: tuple[int, ...]):
+def conv_entry(torch_key: str, flax_path: tuple[str, ...], shape: tuple[int, ...]):
   return (torch_key, ('params',) + flax_path + ('kernel',), shape, _conv)
 
 
@@ -71,25 +74,25 @@ def _sgdc_table(sd: Mapping[str, np.ndarray]):
   return [
       vec('ls1', ('layer_scale1',), c),
       vec('ls2', ('layer_scale2',), c),
-      _conv_entry('proj_guidance.weight', ('guidance_proj',), (c, g, 1, 1)),
+      conv_entry('proj_guidance.weight', ('guidance_proj',), (c, g, 1, 1)),
       vec('proj_guidance.bias', ('guidance_proj', 'bias'), c),
-      _conv_entry('attn.weight', ('attn',), (a, c, 1, 1)),
+      conv_entry('attn.weight', ('attn',), (a, c, 1, 1)),
       vec('attn.bias', ('attn', 'bias'), a),
       vec('norm1.weight', ('norm1', 'scale'), c),
       vec('norm1.bias', ('norm1', 'bias'), c),
       vec('norm2.weight', ('norm2', 'scale'), c),
       vec('norm2.bias', ('norm2', 'bias'), c),
-      _conv_entry('dwconv.weight', ('dwconv',), (c, 1, 3, 3)),
+      conv_entry('dwconv.weight', ('dwconv',), (c, 1, 3, 3)),
       vec('dwconv.bias', ('dwconv', 'bias'), c),
-      _conv_entry('mlp.0.weight', ('mlp_fc1',), (hidden, c, 1, 1)),
+      conv_entry('mlp.0.weight', ('mlp_fc1',), (hidden, c, 1, 1)),
       vec('mlp.0.bias', ('mlp_fc1', 'bias'), hidden),
-      _conv_entry('mlp.2.weight', ('mlp_fc2',), (c, hidden, 1, 1)),
+      conv_entry('mlp.2.weight', ('mlp_fc2',), (c, hidden, 1, 1)),
       vec('mlp.2.bias', ('mlp_fc2', 'bias'), c),
   ]
 
 
 def _conv_bn(torch_conv, torch_bn, path, out_ch, in_ch, k):
-  return [_conv_entry(torch_conv, path + ('conv',), (out_ch, in_ch, k, k))] + _bn_entries(
+  return [conv_entry(torch_conv, path + ('conv',), (out_ch, in_ch, k, k))] + bn_entries(
       torch_bn, path + ('bn',), out_ch)
 
 
@@ -110,8 +113,8 @@ def _sge_table(sd: Mapping[str, np.ndarray]):
     table += _conv_bn(f'{p}.3.weight', f'{p}.4', (flax_name, 'spatial'), reduced, reduced, 3)
     table += _conv_bn(f'{p}.6.weight', f'{p}.7', (flax_name, 'expand'), bottleneck, reduced, 1)
   table += _conv_bn('fuse.conv.weight', 'fuse.bn', ('fuse',), mid, 2 * bottleneck, 3)
-  table += [_conv_entry('out_edge_map.weight', ('edge_head',), (1, mid, 1, 1)),
-            _conv_entry('out_guidance.weight', ('guidance_head',), (guide, mid, 1, 1))]
+  table += [conv_entry('out_edge_map.weight', ('edge_head',), (1, mid, 1, 1)),
+            conv_entry('out_guidance.weight', ('guidance_head',), (guide, mid, 1, 1))]
   return table
 
 
@@ -138,8 +141,11 @@ def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()):
 
 
 def convert_with_table(state_dict: Mapping[str, Any], table, ignored=(),
-                       target: Optional[Mapping] = None) -> dict:
+                       target: Optional[Mapping] = None, what: str = 'the module') -> dict:
   """Applies a (torch key, flax path, torch shape, transform) table; shared by all converters.
+
+  `ignored` keys are accepted and dropped, as is every `*.num_batches_tracked`; `what` names
+  the expected model in error messages.
 
   Raises:
     ConversionError listing every missing, unknown and mis-shaped key at once.
@@ -159,7 +165,7 @@ def convert_with_table(state_dict: Mapping[str, Any], table, ignored=(),
   if mismatched:
     problems.append('shape mismatches: ' + '; '.join(mismatched))
   if problems:
-    raise ConversionError('state_dict does not fit the module: ' + ' | '.join(problems))
+    raise ConversionError(f'state_dict does not fit {what}: ' + ' | '.join(problems))
   out: dict = {}
   for key, path, _, transform in table:
     _set(out, path, np.ascontiguousarray(transform(sd[key]).astype(np.float32)))
@@ -204,11 +210,21 @@ def torch_state_dict_to_flax(state_dict: Mapping[str, Any], module: str = 'sgdc'
     ConversionError (a ValueError) listing missing, unknown and mis-shaped keys.
   """
   if module == 'sgdc':
-    return convert_with_table(state_dict, _sgdc_table(state_dict), target=target)
+    return convert_with_table(state_dict, _sgdc_table(state_dict), target=target,
+                              what='the SGDC block')
   if module == 'sge':
     return convert_with_table(state_dict, _sge_table(state_dict), ignored=_SGE_IGNORED,
-                              target=target)
+                              target=target, what='SGE')
   raise ValueError(f"module must be 'sgdc' or 'sge', got {module!r}")
+
+
+def __getattr__(name):
+  # torchvision ResNet conversion lives with the encoder; re-exported here lazily because
+  # it builds on this module.
+  if name in ('torchvision_resnet_to_flax', 'load_pretrained_encoder'):
+    from sgdc_jax.models import resnet_convert  # pylint: disable=g-import-not-at-top
+    return getattr(resnet_convert, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
@@ -223,7 +239,7 @@ def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f'checkpoint file not found: {path}')
   ext = os.path.splitext(path)[1].lower()
-  if ext in ('.pth', '.pt', '.bin'):
+  if ext in ('.pth', '.pt'):
     try:
       import torch  # pylint: disable=g-import-not-at-top
     except ImportError as e:
@@ -237,8 +253,8 @@ def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
       loaded = {k: data[k] for k in data.files}
   else:
-    raise ValueError(f'{path}: unknown checkpoint extension {ext!r} '
-                     '(expected .pth, .pt, .bin, .safetensors or .npz)')
+    raise ValueError(f'{path}: unsupported extension {ext!r} '
+                     '(expected .pth, .pt, .safetensors or .npz)')
   for wrapper in ('state_dict', 'model'):
     if isinstance(loaded, Mapping) and set(loaded) == {wrapper} or (
         isinstance(loaded, Mapping) and wrapper in loaded and isinstance(loaded[wrapper], Mapping)):

@@ -89,5 +89,5 @@ def test_checkpoint_errors(tmp_path):
     load_torch_checkpoint(str(tmp_path / 'nope.pth'))
   bad = tmp_path / 'weights.h5'
   bad.write_bytes(b'x')
-  with pytest.raises(ValueError, match='unknown checkpoint extension'):
+  with pytest.raises(ValueError, match='unsupported extension'):
     load_torch_checkpoint(str(bad))

@@ -6,18 +6,15 @@ converted weights into an `SGDCNet`'s variables (subtree 'encoder'). Nothing is 
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
 
 import flax
 import jax
 import numpy as np
 
+from sgdc_jax import convert
 from sgdc_jax.models.resnet import EXPANSION, RESNET_SPECS, STAGE_WIDTHS
 
-_BN_TORCH_TO_FLAX = {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
-                     'running_mean': ('batch_stats', 'mean'),
-                     'running_var': ('batch_stats', 'var')}
 _OPTIONAL_BN_KEY = 'num_batches_tracked'
 
 
@@ -96,85 +93,20 @@ def torchvision_resnet_to_flax(state_dict: Mapping[str, Any], depth: int
     ValueError: unsupported depth; missing keys, unknown keys or shape mismatches (all of
       them listed in the message).
   """
-  expected = expected_torchvision_keys(depth)
-  provided = {k: v for k, v in state_dict.items() if not k.startswith('fc.')}
-  required = {k for k in expected if not k.endswith(_OPTIONAL_BN_KEY)}
-  missing = sorted(required - provided.keys())
-  unknown = sorted(provided.keys() - expected.keys())
-  bad_shapes = []
-  for key in sorted(provided.keys() & expected.keys()):
-    shape = tuple(np.shape(provided[key]))
-    if shape != expected[key] and not key.endswith(_OPTIONAL_BN_KEY):
-      bad_shapes.append(f'{key}: got {shape}, expected {expected[key]}')
-  problems = []
-  if missing:
-    problems.append(f'missing keys ({len(missing)}): {missing}')
-  if unknown:
-    problems.append(f'unknown keys ({len(unknown)}): {unknown}')
-  if bad_shapes:
-    problems.append(f'shape mismatches ({len(bad_shapes)}): {bad_shapes}')
-  if problems:
-    raise ValueError(f'state_dict is not a torchvision ResNet-{depth}: ' + '; '.join(problems))
-
-  out: dict[str, dict] = {'params': {}, 'batch_stats': {}}
-  for prefix, (kind, _) in _module_table(depth).items():
+  table = []
+  for prefix, (kind, shape) in _module_table(depth).items():
     path = _flax_module_path(prefix)
     if kind == 'conv':
-      w = np.asarray(provided[f'{prefix}.weight'], dtype=np.float32)
-      _set(out['params'], path + ('kernel',), np.ascontiguousarray(w.transpose(2, 3, 1, 0)))
+      table.append(convert.conv_entry(f'{prefix}.weight', path, shape))
     else:
-      for torch_name, (collection, flax_name) in _BN_TORCH_TO_FLAX.items():
-        value = np.asarray(provided[f'{prefix}.{torch_name}'], dtype=np.float32)
-        _set(out[collection], path + (flax_name,), value)
-  return out
+      table += convert.bn_entries(prefix, path, shape[0])
+  return convert.convert_with_table(
+      state_dict, table, ignored=[k for k in state_dict if k.startswith('fc.')],
+      what=f'a torchvision ResNet-{depth}')
 
 
-def _set(tree: dict, path: tuple[str, ...], value: np.ndarray) -> None:
-  for name in path[:-1]:
-    tree = tree.setdefault(name, {})
-  tree[path[-1]] = value
-
-
-def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """Reads a state_dict from a local `.pth`/`.pt`, `.safetensors` or `.npz` file.
-
-  A `.pth` holding `{'state_dict': {...}}` or `{'model': {...}}` (common checkpoint wrappers)
-  is unwrapped. torch is imported only for `.pth`/`.pt`.
-
-  Returns:
-    name -> NumPy array.
-
-  Raises:
-    FileNotFoundError: no file at `path`.
-    ValueError: unsupported extension or file content.
-    ImportError: `.pth` given but torch is not installed.
-  """
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'pretrained encoder file not found: {path!r}')
-  ext = os.path.splitext(path)[1].lower()
-  if ext in ('.pth', '.pt'):
-    try:
-      import torch  # pylint: disable=import-outside-toplevel
-    except ImportError as e:
-      raise ImportError(
-          f'reading {path!r} needs PyTorch (pip install torch); alternatively convert the '
-          'file once to .safetensors or .npz where torch is available') from e
-    obj = torch.load(path, map_location='cpu', weights_only=True)
-    for wrapper in ('state_dict', 'model'):
-      if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-        obj = obj[wrapper]
-    if not isinstance(obj, dict):
-      raise ValueError(f'{path!r} does not hold a state_dict (got {type(obj).__name__})')
-    return {k: v.detach().cpu().float().numpy() if v.is_floating_point() else v.cpu().numpy()
-            for k, v in obj.items()}
-  if ext == '.safetensors':
-    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
-    return dict(load_file(path))
-  if ext == '.npz':
-    with np.load(path, allow_pickle=False) as data:
-      return {k: data[k] for k in data.files}
-  raise ValueError(f'pretrained encoder file {path!r}: unsupported extension {ext!r} '
-                   '(expected .pth, .pt, .safetensors or .npz)')
+# Same reader as the SGE/SGDC weights: .pth/.pt (torch imported lazily), .safetensors, .npz.
+read_state_dict = convert.load_torch_checkpoint
 
 
 def _infer_depth(encoder_params: Mapping[str, Any]) -> int:
