@@ -98,7 +98,7 @@ def test_two_processes_match_single_process(tmp_path):
     if i < n_params:
       np.testing.assert_allclose(fm[k], fs[k], rtol=0, atol=5e-5, err_msg=f"param leaf {i}")
     else:
-      np.testing.assert_allclose(fm[k], fs[k], rtol=1e-3, atol=1e-5, err_msg=f"stat leaf {i}")
+      np.testing.assert_allclose(fm[k], fs[k], rtol=1e-3, atol=5e-5, err_msg=f"stat leaf {i}")
   # Both processes wrote their Grain iterator state into the shared checkpoint.
   data_dir = os.path.join(multi, "checkpoints", "3", "data")
   assert sorted(os.listdir(data_dir)) == ["process_0-of-2.json", "process_1-of-2.json"]

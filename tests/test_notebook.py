@@ -25,10 +25,11 @@ NOTEBOOK = os.path.join(REPO, 'notebooks', 'quickstart.ipynb')
 KERNEL = 'sgdc-jax-test-venv'
 # Shared by repeated runs: the second execution skips most XLA compilation.
 CACHE = os.path.join(tempfile.gettempdir(), 'sgdc_jax_notebook_xla_cache')
-# Dice after 40 steps of batch 4 on 64x64 synthetic lesions is ~0.6-0.8 (structure); predicting
-# all foreground or all background scores ~0.4 or 0, so 0.5 only passes if the model learned.
-MIN_STRUCTURE_DICE = 0.5
-MIN_POOLED_DICE = 0.3
+# Dice after the notebook's 40 steps of batch 4 on 64x64 synthetic lesions: 0.918 (structure) and
+# 0.915 (pooled) on the 16 test images (CPU). Predicting all foreground scores ~0.4 and all
+# background 0, so these bounds only pass when both networks learned to segment.
+MIN_STRUCTURE_DICE = 0.7
+MIN_POOLED_DICE = 0.6
 
 
 def _kernel_manager(tmp_path) -> KernelManager:
