@@ -229,8 +229,7 @@ def draw(out_path: str, dpi: int = 100) -> str:
   res1 = Box(ax, 126.5, y2 + 1.0, 14.5, 7.5, 'x + gamma1 *\n(x1 + x2)', **kw)
   mlp = Box(ax, 144.5, y3, 13.5, 15.5, 'x + gamma2 *\nMLP(LN(x))\n\nMLP: 1x1,\nGELU, 1x1', **kw)
   arrow(ax, dw.right, (res1.x - 0.25, dw.right[1]), lw=1.4)
-  arrow(ax, mul2.top if False else (mul2.x + mul2.w - 2, mul2.y + mul2.h + 0.25),
-        (mul2.x + mul2.w - 2, res1.y - 0.25))
+  arrow(ax, (mul2.x + mul2.w - 2, mul2.y + mul2.h + 0.25), (mul2.x + mul2.w - 2, res1.y - 0.25))
   arrow(ax, res1.right, (mlp.x - 0.25, res1.right[1]))
   ax.text(mlp.top[0], mlp.top[1] + 0.4, 'out', ha='center', va='bottom', fontsize=12,
           weight='bold', color=COLORS['sgdc'][1])

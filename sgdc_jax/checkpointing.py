@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import threading
 from typing import Any, Optional
@@ -21,6 +22,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 BEST_METRIC = "val_dice"
+
+
+def _use_distributed_barriers() -> None:
+  """Makes Orbax synchronise processes through the JAX coordination service (long timeouts)
+  instead of device collectives: on CPU every new collective group starts a Gloo context whose
+  key exchange gives up after 30 s, too short when hosts drift apart under load."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  if "experimental_orbax_use_distributed_barrier" in flags.FLAGS:
+    flags.FLAGS.experimental_orbax_use_distributed_barrier = True
 
 
 @dataclasses.dataclass
@@ -59,8 +71,9 @@ class Checkpointer:
       keep_best: number of best-by-``val_dice`` checkpoints kept besides the latest.
       read_only: open for restoring only (eval/predict).
     """
-    import os  # pylint: disable=g-import-not-at-top
     self.directory = os.path.abspath(directory)
+    if jax.process_count() > 1:
+      _use_distributed_barriers()
     policy = LatestAndBest(keep_best=keep_best)
     options = ocp.CheckpointManagerOptions(
         best_fn=lambda m: m[BEST_METRIC], best_mode="max", preservation_policy=policy,
@@ -74,6 +87,8 @@ class Checkpointer:
 
     Asynchronous: call ``wait_until_finished`` before reading the files or exiting.
     """
+    from sgdc_jax import sharding  # pylint: disable=g-import-not-at-top
+    sharding.barrier("checkpoint_save")
     items = {"state": ocp.args.StandardSave(state)}
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iter)
@@ -160,6 +175,8 @@ class PreemptionFlag:
     if step % self._check_every:
       return False
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    from sgdc_jax import sharding  # pylint: disable=g-import-not-at-top
+    sharding.barrier("preemption_check")
     flags = multihost_utils.process_allgather(np.array([self.requested], np.int32))
     return bool(np.any(flags))
 

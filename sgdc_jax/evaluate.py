@@ -147,11 +147,13 @@ class Evaluator:
     primary = jax.process_index() == 0
     if primary and out_dir is not None and overlays > 0:
       os.makedirs(os.path.join(out_dir, "overlays"), exist_ok=True)
+    shd.barrier("eval_start")
     rows: list[dict[str, Any]] = []
     per_image: list[dict[str, Any]] = []
     seen: set[int] = set()
     n_overlays = 0
     for batch in it:
+      shd.barrier("eval_batch")  # process 0 may still be scoring the previous batch
       local = {k: np.asarray(batch[k]) for k in ("image", "valid", "index")}
       gbatch = shd.host_to_global(local, self.mesh)
       out = self._predict(variables, gbatch["image"])
@@ -194,6 +196,7 @@ class Evaluator:
       if out_dir is not None:
         write_outputs(out_dir, rows, summary)
     if jax.process_count() > 1:
+      shd.barrier("eval_summary")  # process 0 computed the metrics meanwhile
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       text = json.dumps(summary) if primary else ""
       buf = np.frombuffer(text.encode().ljust(1 << 16, b" "), np.uint8)

@@ -146,3 +146,24 @@ def global_to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(jax.device_get(x))
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+_BARRIERS = [0]
+
+
+def barrier(name: str, timeout_s: int = 900) -> None:
+  """Waits until every JAX process reaches this point (no-op with one process).
+
+  Uses the coordination service's barrier, which has a long timeout, instead of a device
+  collective: the first collective on CPU creates a Gloo context whose key exchange times out
+  after 30 s, so processes that drift apart (e.g. one still compiling on a loaded host) are
+  lined up here first. Every process must call ``barrier`` in the same order.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  client = distributed.global_state.client
+  if client is None:
+    return
+  _BARRIERS[0] += 1
+  client.wait_at_barrier(f"sgdc_{name}_{_BARRIERS[0]}", timeout_in_ms=int(timeout_s * 1000))

@@ -221,6 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   preempted = False
   bar = logging_utils.progress_bar(num_steps, start)
   last_log = [start, time.time()]
+  shd.barrier("train_start")
   try:
     for step in range(start + 1, num_steps + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):

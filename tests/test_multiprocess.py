@@ -35,7 +35,8 @@ BODY = """
     if jax.process_index() == 0:
       np.savez({workdir!r} + '/final.npz', *leaves)
     print('RESULT' + json.dumps({{'step': r.step, 'n_params': n_params,
-        'processes': jax.process_count(), 'devices': jax.device_count(), 'val_dice': r.last_val['mean']['dice'],
+        'processes': jax.process_count(), 'devices': jax.device_count(),
+        'val_dice': r.last_val['mean']['dice'],
         'val_n': r.last_val['n_images']}}))
 """
 

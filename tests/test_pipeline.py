@@ -312,7 +312,6 @@ def test_eval_indices_single_process():
 
 
 def test_unprepared_tfds_dataset_names_dir_and_command(tmp_path):
-  pytest.importorskip('sgdc_jax.data.builders')
   config = _config()
   config.name = 'isic2016'
   config.data_dir = str(tmp_path)
@@ -344,7 +343,6 @@ def _write_tiny_isic2016(root, rng):
 
 
 def test_tfds_isic2016_through_the_pipeline(tmp_path):
-  pytest.importorskip('sgdc_jax.data.builders')
   from sgdc_jax.data.prepare import prepare
   masks = _write_tiny_isic2016(tmp_path / 'manual', np.random.default_rng(0))
   prepare('isic2016', str(tmp_path / 'manual'), str(tmp_path / 'data'))
@@ -354,6 +352,9 @@ def test_tfds_isic2016_through_the_pipeline(tmp_path):
   assert len(source) == 3
   with pytest.raises(ValueError, match='no split'):
     pipeline.open_source(config, 'validation')
+  # TFDS's 'all' (used for PH2's 200 images) is the union of the splits.
+  assert len(pipeline.open_source(config, 'all')) == len(source) + len(
+      pipeline.open_source(config, 'train'))
   batch = next(pipeline.create_train_iterator(config, 2, seed=0, process_index=0, process_count=1))
   assert batch['image'].shape == (2, 16, 16, 3) and batch['mask'].max() == 1
   batches = list(pipeline.create_eval_iterator(config, 'test', 2, process_index=0, process_count=1))

@@ -1,6 +1,5 @@
 """Prediction on a folder: masks at the original size; unreadable files reported and skipped."""
 
-import json
 import os
 
 import sgdc_jax  # noqa: F401  (XLA flags before jax)

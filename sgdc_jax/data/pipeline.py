@@ -132,9 +132,10 @@ def open_source(data_config, split: str):
         f'dataset {name!r} is not prepared in data_dir={str(builder.data_dir)!r} '
         f'(data.data_dir={data_config.data_dir!r}); {_prepare_hint(name, data_config.data_dir)}')
   base = split.split('[')[0]
-  if '+' not in split and base not in builder.info.splits:
+  # 'all' is TFDS's union of every split (PH2 documents it for all 200 images).
+  if '+' not in split and base != 'all' and base not in builder.info.splits:
     raise ValueError(f'dataset {name!r} has no split {split!r}; '
-                     f'splits are {sorted(builder.info.splits)}')
+                     f"splits are {sorted(builder.info.splits)} (or 'all')")
   return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
 
 
