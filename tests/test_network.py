@@ -271,3 +271,12 @@ def test_load_pretrained_encoder_into_sgdcnet(tmp_path):
   np.testing.assert_allclose(new['batch_stats']['encoder']['layer3_1']['bn2']['mean'],
                              stats['layer3_1']['bn2']['mean'] + 0.25)
   assert new['params']['decoder'] is variables['params']['decoder']
+
+
+def test_aggregation_impl_is_a_validated_config_field():
+  cfg = default_model_config()
+  cfg.impl = 'unfold'
+  assert build_model(cfg).impl == 'unfold'
+  cfg.impl = 'fft'
+  with pytest.raises(ValueError, match='impl'):
+    build_model(cfg)

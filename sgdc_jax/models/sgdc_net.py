@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from sgdc_jax.models.resnet import ResNet
+from sgdc_jax.ops.aggregate import IMPLEMENTATIONS
 from sgdc_jax.modules import SGDC, SGE
 from sgdc_jax.ops.image import resize_bilinear
 
@@ -48,6 +49,7 @@ def default_model_config() -> ml_collections.ConfigDict:
       sge_bottleneck=256,
       sge_mid=256,
       pool_size=7,                 # S of the 'pooled' baseline (S x S average-pooled regions)
+      impl='auto',                 # pixel-adaptive aggregation: auto | shift | unfold
       dtype='float32',             # compute dtype: float32 | bfloat16 (params stay float32)
   ))
 
@@ -111,6 +113,7 @@ class SGDCNet(nn.Module):
   sge_bottleneck: int = 256
   sge_mid: int = 256
   pool_size: int = 7
+  impl: str = 'auto'
   dtype: Any = 'float32'
 
   @nn.compact
@@ -164,7 +167,7 @@ class SGDCNet(nn.Module):
                    num_heads=self.num_heads, kernel_size=self.kernel_size,
                    mlp_ratio=self.mlp_ratio, drop_path=float(rates[i]),
                    layer_scale_init=self.layer_scale_init, kernel_source=self.kernel_source,
-                   pool_size=self.pool_size, dtype=dtype, name=f'sgdc{i}')
+                   pool_size=self.pool_size, impl=self.impl, dtype=dtype, name=f'sgdc{i}')
       x = block(x, guidance, deterministic=not train)
 
     x = _conv(self.decoder_channels, 3, 'head_conv', dtype, False)(x)
@@ -215,6 +218,8 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
   _check(cfg.kernel_source in KERNEL_SOURCES, 'kernel_source', cfg.kernel_source,
          f'one of {KERNEL_SOURCES}')
   _check(cfg.dtype in DTYPES, 'dtype', cfg.dtype, f'one of {sorted(DTYPES)}')
+  _check(cfg.impl in IMPLEMENTATIONS + ('auto',), 'impl', cfg.impl,
+         f"one of {IMPLEMENTATIONS + ('auto',)}")
   for field in ('decoder_channels', 'num_classes', 'guide_channels', 'num_heads',
                 'sge_bottleneck', 'sge_mid', 'pool_size'):
     value = cfg[field]
