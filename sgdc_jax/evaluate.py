@@ -157,6 +157,7 @@ class Evaluator:
       local = {k: np.asarray(batch[k]) for k in ("image", "valid", "index")}
       gbatch = shd.host_to_global(local, self.mesh)
       out = self._predict(variables, gbatch["image"])
+      shd.barrier("eval_gather")  # everyone compiled `_predict` before the gathers below
       valid = shd.global_to_host(gbatch["valid"]).astype(bool)
       index = shd.global_to_host(gbatch["index"])
       probs = shd.global_to_host(out["probs"])

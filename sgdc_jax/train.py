@@ -221,11 +221,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   preempted = False
   bar = logging_utils.progress_bar(num_steps, start)
   last_log = [start, time.time()]
+  first_batch = None
+  if start < num_steps:
+    # Compile ahead, then line the processes up: the first collective must not wait on a
+    # process that is still compiling (CPU Gloo contexts give up after 30 s).
+    first_batch = shd.host_to_global(next(train_iter), s.mesh)
+    p_train_step = p_train_step.lower(state, first_batch).compile()
   shd.barrier("train_start")
   try:
     for step in range(start + 1, num_steps + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        batch = shd.host_to_global(next(train_iter), s.mesh)
+        if first_batch is not None:
+          batch, first_batch = first_batch, None
+        else:
+          batch = shd.host_to_global(next(train_iter), s.mesh)
         state, metrics = p_train_step(state, batch)
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       if not metrics.pop("finite") or not np.isfinite(metrics["loss"]):
