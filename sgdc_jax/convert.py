@@ -42,6 +42,7 @@ def _identity(w: np.ndarray) -> np.ndarray:
 
 
 def bn_entries(torch_prefix: str, flax_path: tuple[str, ...], channels: int):
+  """Table entries of one PyTorch BatchNorm2d (scale/bias params, running stats)."""
   return [
       (f'{torch_prefix}.weight', ('params',) + flax_path + ('scale',), (channels,), _identity),
       (f'{torch_prefix}.bias', ('params',) + flax_path + ('bias',), (channels,), _identity),
@@ -53,6 +54,7 @@ def bn_entries(torch_prefix: str, flax_path: tuple[str, ...], channels: int):
 
 
 def conv_entry(torch_key: str, flax_path: tuple[str, ...], shape: tuple[int, ...]):
+  """Table entry of one PyTorch conv weight `shape` (OIHW), stored as an HWIO kernel."""
   return (torch_key, ('params',) + flax_path + ('kernel',), shape, _conv)
 
 

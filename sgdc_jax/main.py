@@ -90,6 +90,7 @@ def print_summary(summary: dict, workdir: str) -> None:
 
 
 def main(argv):
+  """absl entry point: validates the config and runs the selected mode."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   dist = multiprocess_from_env()

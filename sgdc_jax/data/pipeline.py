@@ -189,6 +189,7 @@ class TrainTransform(grain.transforms.RandomMap):
     self.where = where
 
   def random_map(self, element, rng: np.random.Generator):
+    """Raw example -> augmented, normalised training example with its boundary target."""
     image, mask = T.check_example(element, f'{self.where} example {element.get("id", "?")!r}')
     if self.enabled:
       box = None
@@ -226,6 +227,7 @@ class EvalTransform(grain.transforms.Map):
     self.where = where
 
   def map(self, element):
+    """Record index (-1 = padding) -> resized, normalised eval example with `valid`/`index`."""
     index = int(element)
     if index < 0:
       height, width = self.size

@@ -14,6 +14,7 @@ BN_EPS = 1e-5
 
 
 def check_rank4(name: str, value: jax.Array) -> None:
+  """Raises a ValueError naming `name` unless `value` is 4-D (NHWC)."""
   if value.ndim != 4:
     raise ValueError(f'{name} must be a 4-D NHWC array (B, H, W, C), got shape {value.shape}')
 

@@ -31,6 +31,7 @@ class IdText(tfds.features.Text):
   """`tfds.features.Text` that decodes to `str` (not `bytes`) in `tfds.data_source`."""
 
   def decode_example_np(self, example_data):
+    """Returns the id as `str`."""
     if isinstance(example_data, bytes):
       return example_data.decode('utf-8')
     return example_data
@@ -94,6 +95,7 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
   @classmethod
   def check_manual_dir(cls, manual_dir: str) -> None:
+    """Raises a ValueError listing the expected folders when one is missing."""
     """Raises ValueError (listing the expected layout) when `manual_dir` is wrong or empty."""
     raise NotImplementedError
 

@@ -147,12 +147,14 @@ Then run: python -m sgdc_jax.data.prepare --dataset=conic --manual_dir=DIR   (bo
 
   @property
   def MASK_DOC(self):  # pylint: disable=invalid-name
+    """What the mask values mean for this config."""
     if self.builder_config.name == 'semantic':
       return 'class id: ' + ', '.join(f'{i} {c}' for i, c in enumerate(CLASS_NAMES))
     return 'binary nuclei mask: 0 background, 1 nucleus'
 
   @classmethod
   def check_manual_dir(cls, manual_dir: str) -> None:
+    """Raises a ValueError listing the expected files when one is missing."""
     missing = [f for f in _FILES if not os.path.isfile(os.path.join(manual_dir, f))]
     if missing:
       raise _common.missing_layout_error(cls.name, manual_dir, list(_FILES), missing)

@@ -77,6 +77,7 @@ Then run: python -m sgdc_jax.data.prepare --dataset=ph2 --manual_dir=DIR
 
   @classmethod
   def check_manual_dir(cls, manual_dir: str) -> None:
+    """Raises a ValueError showing the expected layout when no PH2 root is found."""
     if cls.find_root(manual_dir) is None:
       raise _common.missing_layout_error(cls.name, manual_dir, [
           f'PH2Dataset/{_IMAGES_FOLDER}/IMDnnn/IMDnnn_Dermoscopic_Image/IMDnnn.bmp',
