@@ -15,8 +15,6 @@ import numpy as np
 from sgdc_jax import convert
 from sgdc_jax.models.resnet import EXPANSION, RESNET_SPECS, STAGE_WIDTHS
 
-_OPTIONAL_BN_KEY = 'num_batches_tracked'
-
 
 def _module_table(depth: int) -> dict[str, tuple[str, tuple[int, ...]]]:
   """torch module prefix -> ('conv', OIHW shape) or ('bn', (C,)), for every encoder module."""
@@ -55,22 +53,6 @@ def _flax_module_path(torch_prefix: str) -> tuple[str, ...]:
       return (block, f'downsample_{rest[1]}')
     return (block, rest[0])
   return (parts[0],)
-
-
-def expected_torchvision_keys(depth: int) -> dict[str, tuple[int, ...]]:
-  """The torchvision ResNet state_dict keys (without `fc.*`) and their shapes for `depth`.
-
-  `num_batches_tracked` entries (shape `()`) are included; they are accepted but optional.
-  """
-  keys: dict[str, tuple[int, ...]] = {}
-  for prefix, (kind, shape) in _module_table(depth).items():
-    if kind == 'conv':
-      keys[f'{prefix}.weight'] = shape
-    else:
-      for name in ('weight', 'bias', 'running_mean', 'running_var'):
-        keys[f'{prefix}.{name}'] = shape
-      keys[f'{prefix}.{_OPTIONAL_BN_KEY}'] = ()
-  return keys
 
 
 def torchvision_resnet_to_flax(state_dict: Mapping[str, Any], depth: int
