@@ -21,47 +21,49 @@ class ConfigError(ValueError):
   """The config cannot be run; the message lists every problem found."""
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+  """True for Python/NumPy integers (not bools)."""
   return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
-def _is_num(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+  """True for Python/NumPy ints and floats (not bools)."""
   return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 # field -> (type check, description) for the sections this module owns.
 _SCHEMA: dict[str, tuple[Any, str]] = {
-    "seed": (_is_int, "an integer"),
-    "optimizer.learning_rate": (lambda v: _is_num(v) and v > 0, "a number > 0"),
-    "optimizer.weight_decay": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
-    "optimizer.b1": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "optimizer.b2": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "optimizer.eps": (lambda v: _is_num(v) and v > 0, "a number > 0"),
-    "optimizer.warmup_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "optimizer.min_lr_ratio": (lambda v: _is_num(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "optimizer.grad_clip_norm": (_is_num, "a number (<= 0 disables clipping)"),
-    "optimizer.ema_decay": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "train.num_steps": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "train.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "train.log_every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "train.eval_every": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "train.checkpoint_every": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "train.keep_best": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "train.preemption_check_every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "train.profile_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "train.profile_first_step": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "mesh.data": (lambda v: _is_int(v) and (v == -1 or v >= 1), "-1 or an integer >= 1"),
+    "seed": (is_int, "an integer"),
+    "optimizer.learning_rate": (lambda v: is_number(v) and v > 0, "a number > 0"),
+    "optimizer.weight_decay": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "optimizer.b1": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "optimizer.b2": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "optimizer.eps": (lambda v: is_number(v) and v > 0, "a number > 0"),
+    "optimizer.warmup_steps": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "optimizer.min_lr_ratio": (lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "optimizer.grad_clip_norm": (is_number, "a number (<= 0 disables clipping)"),
+    "optimizer.ema_decay": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "train.num_steps": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "train.batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "train.log_every": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "train.eval_every": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "train.checkpoint_every": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "train.keep_best": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "train.preemption_check_every": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "train.profile_steps": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "train.profile_first_step": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "mesh.data": (lambda v: is_int(v) and (v == -1 or v >= 1), "-1 or an integer >= 1"),
     "mesh.fsdp": (lambda v: isinstance(v, bool), "true or false"),
-    "mesh.fsdp_min_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "loss.lambda_edge": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
-    "eval.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "eval.overlays": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "mesh.fsdp_min_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "loss.lambda_edge": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "eval.batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "eval.overlays": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "eval.use_ema": (lambda v: isinstance(v, bool), "true or false"),
     "eval.checkpoint": (lambda v: v in ("best", "latest"), "'best' or 'latest'"),
     "predict.input_dir": (lambda v: isinstance(v, str), "a directory path"),
     "predict.output_dir": (lambda v: isinstance(v, str), "a directory path"),
     "predict.save_probabilities": (lambda v: isinstance(v, bool), "true or false"),
-    "predict.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "predict.batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
 }
 
 
@@ -132,7 +134,7 @@ def validate_config(config: ml_collections.ConfigDict, *, mode: str = "train",
     if want is None or got is None:
       continue
     if isinstance(want, bool) != isinstance(got, bool) or (
-        _is_num(want) and not _is_num(got)) or (isinstance(want, str) and not isinstance(got, str)):
+        is_number(want) and not is_number(got)) or (isinstance(want, str) and not isinstance(got, str)):
       problems.append(f"{name}: expected a {type(want).__name__}, got {got!r}")
       bad.add(name)
   if structural:  # unknown/missing fields: the checks below assume the fields exist
@@ -158,7 +160,7 @@ def validate_config(config: ml_collections.ConfigDict, *, mode: str = "train",
   except (ValueError, TypeError) as e:
     problems.append(str(e))
   size = config.data.get("image_size")
-  if _is_int(size) and (size < 32 or size % 32):
+  if is_int(size) and (size < 32 or size % 32):
     problems.append(f"data.image_size: {size} must be a multiple of 32 (encoder stride)")
   data_dir = config.data.get("data_dir", "")
   if data_dir and not os.path.isdir(os.path.expanduser(data_dir)):

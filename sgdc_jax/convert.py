@@ -126,14 +126,6 @@ def _set(tree: dict, path: tuple[str, ...], value: np.ndarray) -> None:
   tree[path[-1]] = value
 
 
-def _get(tree: Mapping, path: tuple[str, ...]):
-  for name in path:
-    if not isinstance(tree, Mapping) or name not in tree:
-      return None
-    tree = tree[name]
-  return tree
-
-
 def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()):
   for name, value in tree.items():
     if isinstance(value, Mapping):

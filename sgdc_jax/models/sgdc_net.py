@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from sgdc_jax.models.resnet import ResNet
+from sgdc_jax.config_validation import is_int, is_number
 from sgdc_jax.ops.aggregate import IMPLEMENTATIONS
 from sgdc_jax.modules import SGDC, SGE
 from sgdc_jax.ops.image import resize_bilinear
@@ -192,14 +193,6 @@ def _check(ok: bool, field: str, value: Any, expected: str) -> None:
     raise ValueError(f'model config field {field!r}: expected {expected}, got {value!r}')
 
 
-def _is_int(v: Any) -> bool:
-  return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-  return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
 def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
   """Checks every field of a complete model config (see `default_model_config`).
 
@@ -223,18 +216,18 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
   for field in ('decoder_channels', 'num_classes', 'guide_channels', 'num_heads',
                 'sge_bottleneck', 'sge_mid', 'pool_size'):
     value = cfg[field]
-    _check(_is_int(value) and value >= 1, field, value, 'a positive integer')
-  _check(_is_int(cfg.n_blocks) and cfg.n_blocks >= 0, 'n_blocks', cfg.n_blocks,
+    _check(is_int(value) and value >= 1, field, value, 'a positive integer')
+  _check(is_int(cfg.n_blocks) and cfg.n_blocks >= 0, 'n_blocks', cfg.n_blocks,
          'an integer >= 0')
   _check(cfg.decoder_channels % cfg.num_heads == 0, 'decoder_channels', cfg.decoder_channels,
          f'a multiple of num_heads={cfg.num_heads}')
-  _check(_is_int(cfg.kernel_size) and cfg.kernel_size >= 1 and cfg.kernel_size % 2 == 1,
+  _check(is_int(cfg.kernel_size) and cfg.kernel_size >= 1 and cfg.kernel_size % 2 == 1,
          'kernel_size', cfg.kernel_size, 'an odd positive integer')
-  _check(_is_num(cfg.mlp_ratio) and cfg.mlp_ratio > 0, 'mlp_ratio', cfg.mlp_ratio,
+  _check(is_number(cfg.mlp_ratio) and cfg.mlp_ratio > 0, 'mlp_ratio', cfg.mlp_ratio,
          'a number > 0')
-  _check(_is_num(cfg.drop_path) and 0.0 <= cfg.drop_path < 1.0, 'drop_path', cfg.drop_path,
+  _check(is_number(cfg.drop_path) and 0.0 <= cfg.drop_path < 1.0, 'drop_path', cfg.drop_path,
          'a number in [0, 1)')
-  _check(_is_num(cfg.layer_scale_init) and cfg.layer_scale_init >= 0, 'layer_scale_init',
+  _check(is_number(cfg.layer_scale_init) and cfg.layer_scale_init >= 0, 'layer_scale_init',
          cfg.layer_scale_init, 'a number >= 0')
 
 
