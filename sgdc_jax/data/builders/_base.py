@@ -22,6 +22,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from sgdc_jax.data import image_io
 from sgdc_jax.data.builders import _common
 
 _MAX_DECODE_THREADS = 8
@@ -219,9 +220,9 @@ def pair_folders(image_dir: str,
       if log is not None:
         log.ignored.append(path)
       continue
-    if ext.lower() not in _common.IMAGE_EXTENSIONS:
+    if ext.lower() not in image_io.IMAGE_EXTENSIONS:
       raise ValueError(
-          f'unexpected file {path}: not an image ({", ".join(_common.IMAGE_EXTENSIONS)})')
+          f'unexpected file {path}: not an image ({", ".join(image_io.IMAGE_EXTENSIONS)})')
     if stem in images:
       raise ValueError(f'two images share the id {stem!r}: {images[stem]} and {path}')
     images[stem] = path
@@ -233,7 +234,7 @@ def pair_folders(image_dir: str,
       if log is not None:
         log.ignored.append(path)
       continue
-    if ext.lower() not in _common.IMAGE_EXTENSIONS or not stem.lower().endswith(
+    if ext.lower() not in image_io.IMAGE_EXTENSIONS or not stem.lower().endswith(
         mask_suffix.lower()):
       raise ValueError(
           f'unexpected file {path} in the ground-truth folder: expected <id>{mask_suffix}.png')

@@ -17,7 +17,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff')
+from sgdc_jax.data import image_io
+
 # Files that ship with the archives and carry no images (licences, read-me files, OS litter).
 _HARMLESS_EXTENSIONS = ('.txt', '.md', '.csv', '.xlsx', '.xls', '.pdf', '.json', '.db', '.ini')
 
@@ -57,25 +58,13 @@ class ConversionLog:
     return '\n'.join(lines) if lines else 'no colour conversions, no ignored files'
 
 
-def _open(path: str) -> Image.Image:
-  """Opens and fully decodes a file with PIL; raises ValueError naming the file if it can't."""
-  try:
-    img = Image.open(path)
-    img.load()
-  except FileNotFoundError:
-    raise ValueError(f'file not found: {path}') from None
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise ValueError(f'cannot decode image file {path}: {e}') from e
-  return img
-
-
 def read_image(path: str,
                log: ConversionLog | None = None,
                split: str = '') -> tuple[np.ndarray, bytes]:
-  """Decodes an RGB image file (JPEG/PNG/BMP/TIFF) and returns pixels plus bytes to store.
+  """Decodes an image file (`image_io.IMAGE_EXTENSIONS`) and returns pixels plus bytes to store.
 
-  Grayscale, RGBA, paletted, CMYK, ... images are converted to RGB and the conversion is
-  counted in `log` under `split`. The stored bytes are the original file when it is already
+  Grayscale, 16-bit (scaled to 8 bit), RGBA, paletted, CMYK, ... images are converted to RGB
+  by `image_io.to_rgb_uint8` and the conversion is counted in `log` under `split`. The stored bytes are the original file when it is already
   an RGB JPEG (no re-encoding loss), else a lossless PNG of the decoded RGB pixels.
 
   Args:
@@ -89,16 +78,13 @@ def read_image(path: str,
   Raises:
     ValueError: the file is missing or cannot be decoded (message names the file).
   """
-  img = _open(path)
-  fmt = img.format
-  if img.mode != 'RGB':
+  img = image_io.open_image(path)
+  pixels, conversion = image_io.to_rgb_uint8(img, path)
+  if conversion is not None:
     if log is not None:
-      log.add(split, f'image {img.mode}->RGB')
-    img = img.convert('RGB')
-    pixels = np.asarray(img, dtype=np.uint8)
+      log.add(split, f'image {conversion}')
     return pixels, encode_png(pixels)
-  pixels = np.asarray(img, dtype=np.uint8)
-  if fmt == 'JPEG':
+  if img.format == 'JPEG':
     with open(path, 'rb') as f:
       return pixels, f.read()
   return pixels, encode_png(pixels)
@@ -144,9 +130,9 @@ def binarize_mask(values: np.ndarray, path: str) -> np.ndarray:
 def read_mask(path: str, log: ConversionLog | None = None, split: str = '') -> np.ndarray:
   """Decodes a binary mask file and maps it to {0, 1}.
 
-  Single-channel masks (L, 1-bit, 16-bit) are read as they are. RGB / RGBA / paletted masks
-  are accepted only when their colour channels are equal everywhere; that conversion is
-  counted in `log`.
+  Single-channel masks (L, 1-bit, 16-bit) are read as they are (a 16-bit mask must hold
+  {0, 1} or {0, 255} too). RGB / RGBA / paletted masks are accepted only when their colour
+  channels are equal everywhere; that conversion is counted in `log`.
 
   Args:
     path: mask file (PNG/BMP/...).
@@ -159,9 +145,9 @@ def read_mask(path: str, log: ConversionLog | None = None, split: str = '') -> n
   Raises:
     ValueError: undecodable file, differing colour channels, or a non-binary value set.
   """
-  img = _open(path)
+  img = image_io.open_image(path)
   mode = img.mode
-  if mode in ('1', 'L', 'I', 'I;16', 'I;16B', 'I;16L'):
+  if mode in ('1', 'L', 'I') + image_io.SIXTEEN_BIT_MODES:
     values = np.asarray(img)
   elif mode == 'LA':
     values = np.asarray(img)[..., 0]
@@ -199,7 +185,7 @@ def resolve_dir(parent: str, name: str) -> str | None:
   if not os.path.isdir(path):
     return None
   inner = os.path.join(path, name)
-  if os.path.isdir(inner) and not any(n.lower().endswith(IMAGE_EXTENSIONS)
+  if os.path.isdir(inner) and not any(n.lower().endswith(image_io.IMAGE_EXTENSIONS)
                                       for n in os.listdir(path)):
     return inner
   return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from sgdc_jax.data.builders import _base
+from sgdc_jax.data import image_io
 from sgdc_jax.data.builders import _common
 
 # Seeded split: ids ordered by sha256(f'{SPLIT_SALT}:{id}'); the first 80 % are 'train', the
@@ -29,7 +30,7 @@ def _find(folder: str, stem: str) -> str | None:
     return None
   for name in sorted(os.listdir(folder)):
     s, ext = os.path.splitext(name)
-    if s == stem and ext.lower() in _common.IMAGE_EXTENSIONS:
+    if s == stem and ext.lower() in image_io.IMAGE_EXTENSIONS:
       return os.path.join(folder, name)
   return None
 
