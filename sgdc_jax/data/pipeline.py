@@ -22,6 +22,7 @@ Full-resolution metrics fetch `open_source(config, split)[index]` for the origin
 from __future__ import annotations
 
 import math
+import os
 
 import grain
 import ml_collections
@@ -92,11 +93,64 @@ def _prepare_hint(name: str, data_dir: str) -> str:
           f'--manual_dir=DIR{data_dir_arg}')
 
 
+def _prepared_names(data_dir: str | None) -> list[str]:
+  """Names of the data sets prepared in `data_dir` (None: TFDS's default data dir)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  root = os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR)
+  if not os.path.isdir(root):
+    return []
+  names = []
+  for name in sorted(os.listdir(root)):
+    folder = os.path.join(root, name)
+    if os.path.isdir(folder) and any(
+        os.path.isfile(os.path.join(folder, v, 'dataset_info.json')) for v in os.listdir(folder)
+        if os.path.isdir(os.path.join(folder, v))):
+      names.append(name)
+  return names
+
+
+def _tfds_builder(name: str, data_config):
+  """The TFDS builder of one of our data sets, or of a `folder` data set prepared as `name`.
+
+  Raises:
+    ValueError: `name` is neither (lists ours and the ones prepared in data_dir).
+    FileNotFoundError: one of ours, not prepared in data_dir.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    from sgdc_jax.data import builders  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        f'dataset {name!r} needs the TFDS builders in sgdc_jax.data.builders: {e}') from e
+  data_dir = data_config.data_dir or None
+  ours = name.split('/')[0] in builders.BUILDERS
+  if not ours and name not in _prepared_names(data_dir):
+    known = sorted([SYNTHETIC] + [
+        n for base, cls in builders.BUILDERS.items()
+        for n in [base] + [f'{base}/{c.name}' for c in cls.BUILDER_CONFIGS]])
+    prepared = ', '.join(_prepared_names(data_dir)) or 'none'
+    raise ValueError(
+        f'unknown dataset {name!r} (data.name): expected one of {", ".join(known)}, or a data '
+        f'set prepared with python -m sgdc_jax.data.prepare --dataset=folder --name=NAME in '
+        f'data.data_dir={data_config.data_dir!r} (prepared there: {prepared})')
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as e:  # tfds raises several types for an unknown name / config
+    raise ValueError(f'unknown dataset {name!r} (data.name): {e}') from e
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f'dataset {name!r} is not prepared in data_dir={str(builder.data_dir)!r} '
+        f'(data.data_dir={data_config.data_dir!r}); {_prepare_hint(name, data_config.data_dir)}')
+  return builder
+
+
 def open_source(data_config, split: str):
   """Random-access source of the raw, full-resolution examples of one split.
 
   Args:
-    data_config: a `default_data_config()`-like ConfigDict.
+    data_config: a `default_data_config()`-like ConfigDict; `name` is 'synthetic_lesions',
+      one of the `sgdc_jax.data.builders` data sets, or the `--name` of a data set prepared
+      with `python -m sgdc_jax.data.prepare --dataset=folder` in `data_dir`.
     split: split name ('train', 'validation', 'test', ...; TFDS slicing such as
       'train[:10%]' passes through for TFDS datasets).
 
@@ -105,7 +159,7 @@ def open_source(data_config, split: str):
     'mask': uint8 (H, W) (TFDS image features may carry a trailing 1), 'id': str or bytes}`.
 
   Raises:
-    ValueError: unknown split or dataset name.
+    ValueError: unknown split or dataset name (the message lists the known ones).
     FileNotFoundError: the TFDS dataset is not prepared in `data_dir` (the message names the
       directory and the command that prepares it).
   """
@@ -117,26 +171,14 @@ def open_source(data_config, split: str):
     return SyntheticLesions(sizes[split], (syn.height, syn.width), seed=seed)
 
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    import sgdc_jax.data.builders  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError as e:
-    raise ImportError(
-        f'dataset {name!r} needs the TFDS builders in sgdc_jax.data.builders: {e}') from e
-  data_dir = data_config.data_dir or None
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except Exception as e:  # tfds raises several types for an unknown name / config
-    raise ValueError(f'unknown dataset {name!r} (data.name): {e}') from e
-  if not builder.is_prepared():
-    raise FileNotFoundError(
-        f'dataset {name!r} is not prepared in data_dir={str(builder.data_dir)!r} '
-        f'(data.data_dir={data_config.data_dir!r}); {_prepare_hint(name, data_config.data_dir)}')
+  builder = _tfds_builder(name, data_config)
   base = split.split('[')[0]
   # 'all' is TFDS's union of every split (PH2 documents it for all 200 images).
   if '+' not in split and base != 'all' and base not in builder.info.splits:
     raise ValueError(f'dataset {name!r} has no split {split!r}; '
                      f"splits are {sorted(builder.info.splits)} (or 'all')")
-  return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  return tfds.data_source(name, split=split, data_dir=data_config.data_dir or None,
+                          download=False)
 
 
 def _image_size(data_config):

@@ -2,17 +2,20 @@
 
 Names: `isic2016` (train/test), `isic2018` (train/validation/test), `ph2` (train/test;
 TFDS's split='all' reads both),
-`conic/binary` and `conic/semantic` (train/validation/test). Every example is
+`conic/binary` and `conic/semantic` (train/validation/test), and `folder` (your own images
+and masks under a name you choose; see `sgdc_jax.data.builders.folder`). Every example is
 `{'image': uint8 (H, W, 3), 'mask': uint8 (H, W), 'id': str}` at full resolution.
 Prepare with `python -m sgdc_jax.data.prepare --dataset=NAME --manual_dir=DIR`, then read
 with `tfds.data_source(NAME, split=SPLIT, data_dir=DIR)`.
 """
 from sgdc_jax.data.builders.conic import Conic
+from sgdc_jax.data.builders.folder import Folder
 from sgdc_jax.data.builders.isic2016 import Isic2016
 from sgdc_jax.data.builders.isic2018 import Isic2018
 from sgdc_jax.data.builders.ph2 import Ph2
 
-# name -> builder class, for `sgdc_jax.data.prepare`.
+# name -> builder class of the published data sets, for `sgdc_jax.data.prepare`. `folder`
+# is not here: its data sets take the name given to `prepare --name`.
 BUILDERS = {cls.name: cls for cls in (Isic2016, Isic2018, Ph2, Conic)}
 
-__all__ = ['BUILDERS', 'Conic', 'Isic2016', 'Isic2018', 'Ph2']
+__all__ = ['BUILDERS', 'Conic', 'Folder', 'Isic2016', 'Isic2018', 'Ph2']

@@ -59,7 +59,8 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
   Subclasses set the class attributes below and implement `check_manual_dir` and
   `_split_generators`. Output defaults to ArrayRecord. Colour conversions and ignored files
   are counted, logged at the end of each split and stored in `info.metadata`
-  ({'conversions': {split: {what: n}}, 'ignored_files': [...]}).
+  ({'conversions': {split: {what: n}}, 'ignored_files': [...]}), with the manual dir's
+  `_common.fingerprint` ('manual_dir_fingerprint').
   """
 
   VERSION = tfds.core.Version('1.0.0')
@@ -96,7 +97,6 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
   @classmethod
   def check_manual_dir(cls, manual_dir: str) -> None:
-    """Raises a ValueError listing the expected folders when one is missing."""
     """Raises ValueError (listing the expected layout) when `manual_dir` is wrong or empty."""
     raise NotImplementedError
 
@@ -107,6 +107,8 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     except AssertionError as e:
       raise ValueError(str(e)) from None
     self.check_manual_dir(path)
+    # Lets a later `prepare` with this manual dir notice added, removed or resized files.
+    self.info.metadata['manual_dir_fingerprint'] = _common.fingerprint(path)
     return path
 
   def _check_official_size(self, split: str, n: int) -> None:

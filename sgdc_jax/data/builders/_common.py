@@ -127,17 +127,33 @@ def binarize_mask(values: np.ndarray, path: str) -> np.ndarray:
       'or {0, 255}')
 
 
+def read_mask_values(path: str, log: ConversionLog | None = None, split: str = '') -> np.ndarray:
+  """Decodes a single-channel mask file to its raw integer values `(H, W)`.
+
+  Single-channel masks (L, 1-bit, 16-bit) are read as they are. RGB / RGBA / paletted masks
+  are accepted only when their colour channels are equal everywhere; that conversion is
+  counted in `log` under `split`.
+
+  Raises:
+    ValueError: undecodable file or differing colour channels (message names the file).
+  """
+  img = image_io.open_image(path)
+  mode = img.mode
+  if mode in ('1', 'L', 'I') + image_io.SIXTEEN_BIT_MODES:
+    return np.asarray(img)
+  if mode == 'LA':
+    return np.asarray(img)[..., 0]
+  rgb = np.asarray(img.convert('RGB'))
+  if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+    raise ValueError(f'mask {path} is a colour ({mode}) image whose channels differ; '
+                     'expected a single-channel mask')
+  if log is not None:
+    log.add(split, f'mask {mode}->L')
+  return rgb[..., 0]
+
+
 def read_mask(path: str, log: ConversionLog | None = None, split: str = '') -> np.ndarray:
-  """Decodes a binary mask file and maps it to {0, 1}.
-
-  Single-channel masks (L, 1-bit, 16-bit) are read as they are (a 16-bit mask must hold
-  {0, 1} or {0, 255} too). RGB / RGBA / paletted masks are accepted only when their colour
-  channels are equal everywhere; that conversion is counted in `log`.
-
-  Args:
-    path: mask file (PNG/BMP/...).
-    log: optional conversion counter.
-    split: split name used as the counter key.
+  """Decodes a binary mask file (`read_mask_values`) and maps it to {0, 1} (`binarize_mask`).
 
   Returns:
     uint8 `(H, W)` with values in {0, 1}.
@@ -145,21 +161,7 @@ def read_mask(path: str, log: ConversionLog | None = None, split: str = '') -> n
   Raises:
     ValueError: undecodable file, differing colour channels, or a non-binary value set.
   """
-  img = image_io.open_image(path)
-  mode = img.mode
-  if mode in ('1', 'L', 'I') + image_io.SIXTEEN_BIT_MODES:
-    values = np.asarray(img)
-  elif mode == 'LA':
-    values = np.asarray(img)[..., 0]
-  else:
-    rgb = np.asarray(img.convert('RGB'))
-    if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-      raise ValueError(f'mask {path} is a colour ({mode}) image whose channels differ; '
-                       'expected a single-channel binary mask')
-    if log is not None:
-      log.add(split, f'mask {mode}->L')
-    values = rgb[..., 0]
-  return binarize_mask(values, path)
+  return binarize_mask(read_mask_values(path, log, split), path)
 
 
 def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: str, mask_path: str) -> None:
@@ -189,6 +191,33 @@ def resolve_dir(parent: str, name: str) -> str | None:
                                       for n in os.listdir(path)):
     return inner
   return path
+
+
+def list_files(root: str) -> list[str]:
+  """Relative paths ('/'-separated, sorted) of all files under `root`; hidden files and
+  folders (names starting with '.') are left out."""
+  out = []
+  for folder, dirs, files in os.walk(root):
+    dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+    rel = os.path.relpath(folder, root).replace(os.sep, '/')
+    out.extend(n if rel == '.' else f'{rel}/{n}' for n in files if not n.startswith('.'))
+  return sorted(out)
+
+
+def fingerprint(root: str) -> dict:
+  """What a manual dir held: file count, total bytes and sha256 over 'relative name\tsize'.
+
+  Stored in the prepared data set's metadata so that a rerun can tell when the files changed
+  (names or sizes; contents rewritten in place at the same size are not detected).
+  """
+  digest = hashlib.sha256()
+  total = 0
+  names = list_files(root)
+  for rel in names:
+    size = os.path.getsize(os.path.join(root, rel))
+    total += size
+    digest.update(f'{rel}\t{size}\n'.encode())
+  return {'num_files': len(names), 'num_bytes': total, 'sha256': digest.hexdigest()}
 
 
 def missing_layout_error(dataset: str, manual_dir: str, expected: Sequence[str],
