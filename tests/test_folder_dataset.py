@@ -282,7 +282,9 @@ def test_nothing_matches(tmp_path, plain):
 
 def test_no_plain_layout(tmp_path):
   (tmp_path / 'm' / 'pictures').mkdir(parents=True)
-  _fails(tmp_path, r'lacks(.|\n)*images/<id>\.<ext>(.|\n)*--images=')
+  _fails(tmp_path, r'holds pictures, not a plain layout(.|\n)*images/<id>\.<ext>(.|\n)*--images=')
+  with pytest.raises(ValueError, match='manual dir .*nowhere does not exist'):
+    prepare('folder', str(tmp_path / 'nowhere'), str(tmp_path / 'd'), name='bad')
 
 
 def test_threshold_on_16bit_mask(tmp_path, plain):

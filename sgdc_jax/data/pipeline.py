@@ -3,24 +3,37 @@
 Training (`create_train_iterator`)::
 
   MapDataset.source(open_source(...)) -> seed(seed) -> shuffle -> repeat
-    -> random_map(crop-resize, flips, 90-degree turns, colour jitter, normalise, boundary)
+    -> random_map(decode, crop-resize, flips, 90-degree turns, colour jitter, normalise,
+                  boundary)
     -> [process_index::process_count] -> batch(global // process_count, drop_remainder)
     -> to_iter_dataset(read threads) -> mp_prefetch(num_workers)
 
 Every stage before `to_iter_dataset` is index-based, so element `i` of the stream (and its
 augmentation, seeded by `(seed, i)`) does not depend on the number of processes or workers;
 batch `k` of process `p` holds stream elements `(k * b + j) * P + p`. The iterator's
-`get_state()` is a small dict (`{'next_index': k}` without workers) that `set_state()`
-restores to the exact next batch; save it with the training checkpoint.
+`get_state()` is `{'next_batch': k}`, which `set_state()` restores to the exact next batch
+whatever the worker count (`ResumableBatches`); save it with the training checkpoint.
 
 Evaluation (`create_eval_iterator`) pads the split to whole global batches: global batch `k`
 holds records `k * B .. k * B + B - 1`, process `p` the `p`-th block of `B / P` of them, rows
 past the end of the split have `valid=False` and `index=-1`. Every record is seen exactly
 once, in order, by exactly one process; all processes run the same number of batches.
 Full-resolution metrics fetch `open_source(config, split)[index]` for the original mask and id.
+
+Speed (the pipeline must outrun the accelerator):
+- TFDS images are read as their stored bytes and decoded in the transform, JPEGs at 1/2,
+  1/4 or 1/8 size when the crop still holds the output size at that scale
+  (`data.jpeg_draft`, default on; see `transforms`). Masks are always decoded in full.
+- Pixels stay uint8 through crop, resize, flips, turns and colour jitter; `normalise` at
+  the end makes the float32 image.
+- `data.num_workers` and `data.read_threads` default to -1 = sized to the host
+  (`resolve_workers`); a value >= 0 is used as given.
+- `create_*_dataset(..., reference=True)` runs the previous, slower path (full-size decode,
+  float32 colour jitter) for tests and benchmarks.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -125,9 +138,7 @@ def _tfds_builder(name: str, data_config):
   data_dir = data_config.data_dir or None
   ours = name.split('/')[0] in builders.BUILDERS
   if not ours and name not in _prepared_names(data_dir):
-    known = sorted([SYNTHETIC] + [
-        n for base, cls in builders.BUILDERS.items()
-        for n in [base] + [f'{base}/{c.name}' for c in cls.BUILDER_CONFIGS]])
+    known = sorted(builders.DATASET_NAMES + [SYNTHETIC])
     prepared = ', '.join(_prepared_names(data_dir)) or 'none'
     raise ValueError(
         f'unknown dataset {name!r} (data.name): expected one of {", ".join(known)}, or a data '
@@ -209,15 +220,164 @@ def _per_process_batch(global_batch_size: int, process_count: int) -> int:
   return global_batch_size // process_count
 
 
+# -1 for `data.num_workers` / `data.read_threads`: size to the host (`resolve_workers`).
+AUTO = -1
+MAX_AUTO_WORKERS = 16
+MAX_AUTO_READ_THREADS = 4
+
+
+def usable_cpus() -> int:
+  """CPUs this process may run on (its affinity mask where the OS has one)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # no affinity masks (macOS, Windows)
+    return os.cpu_count() or 1
+
+
+def validate_data_config(data_config) -> None:
+  """Checks the pipeline's speed settings; raises ValueError naming the `data.*` field."""
+  for field in ('num_workers', 'read_threads'):
+    value = data_config.get(field, AUTO)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < AUTO:
+      raise ValueError(f'data.{field}: expected -1 (auto: sized to the host) or an integer '
+                       f'>= 0, got {value!r}')
+  for field, low in (('worker_buffer_size', 1), ('prefetch_batches', 0)):
+    value = data_config.get(field, low)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+      raise ValueError(f'data.{field}: expected an integer >= {low}, got {value!r}')
+  if not isinstance(data_config.get('jpeg_draft', True), (bool, np.bool_)):
+    raise ValueError(f'data.jpeg_draft: expected True or False, got '
+                     f'{data_config.get("jpeg_draft")!r}')
+
+
+def resolve_workers(data_config, cpus: int | None = None) -> tuple[int, int]:
+  """`(num_workers, read_threads)` of `data_config`, -1 (auto) replaced by host-sized values.
+
+  Auto workers: `min(cpus - 1, MAX_AUTO_WORKERS)`, so one CPU stays with the training
+  process (step dispatch, host-to-device copies) and decoding/augmentation runs in separate
+  processes, free of the training process's GIL. Auto read threads (per process computing
+  elements, i.e. per worker when there are workers): `max(1, min(cpus // max(workers, 1),
+  MAX_AUTO_READ_THREADS))`; Pillow and NumPy release the GIL for most of their work.
+  Values >= 0 are used as given (0 workers: everything in the calling process; 0 threads:
+  elements computed in the consuming thread).
+
+  Args:
+    data_config: a `default_data_config()`-like ConfigDict.
+    cpus: CPUs to size for (default: `usable_cpus()`).
+  """
+  validate_data_config(data_config)
+  cpus = usable_cpus() if cpus is None else int(cpus)
+  workers = int(data_config.get('num_workers', AUTO))
+  threads = int(data_config.get('read_threads', AUTO))
+  if workers == AUTO:
+    workers = max(0, min(cpus - 1, MAX_AUTO_WORKERS))
+  if threads == AUTO:
+    threads = max(1, min(cpus // max(workers, 1), MAX_AUTO_READ_THREADS))
+  return workers, threads
+
+
+def _undecoded_images(source):
+  """A TFDS source whose records keep 'image' as the stored JPEG/PNG bytes; others as given.
+
+  The transforms decode the bytes themselves, at reduced size where the format allows.
+  """
+  if not (dataclasses.is_dataclass(source) and hasattr(source, 'dataset_info')
+          and hasattr(source, 'decoders')):
+    return source
+  # TFDS is heavy and only TFDS-backed sources get here (open_source imported it already).
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  features = source.dataset_info.features
+  if 'image' not in features or not isinstance(features['image'], tfds.features.Image):
+    return source
+  decoders = dict(source.decoders or {}, image=tfds.decode.SkipDecoding())
+  return dataclasses.replace(source, decoders=decoders)
+
+
+# -1 for `data.num_workers` / `data.read_threads`: size to the host (`resolve_workers`).
+AUTO = -1
+MAX_AUTO_WORKERS = 16
+MAX_AUTO_READ_THREADS = 4
+
+
+def usable_cpus() -> int:
+  """CPUs this process may run on (its affinity mask where the OS has one)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # no affinity masks (macOS, Windows)
+    return os.cpu_count() or 1
+
+
+def validate_data_config(data_config) -> None:
+  """Checks the pipeline's speed settings; raises ValueError naming the `data.*` field."""
+  for field in ('num_workers', 'read_threads'):
+    value = data_config.get(field, AUTO)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < AUTO:
+      raise ValueError(f'data.{field}: expected -1 (auto: sized to the host) or an integer '
+                       f'>= 0, got {value!r}')
+  for field, low in (('worker_buffer_size', 1), ('prefetch_batches', 0)):
+    value = data_config.get(field, low)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+      raise ValueError(f'data.{field}: expected an integer >= {low}, got {value!r}')
+  if not isinstance(data_config.get('jpeg_draft', True), (bool, np.bool_)):
+    raise ValueError(f'data.jpeg_draft: expected True or False, got '
+                     f'{data_config.get("jpeg_draft")!r}')
+
+
+def resolve_workers(data_config, cpus: int | None = None) -> tuple[int, int]:
+  """`(num_workers, read_threads)` of `data_config`, -1 (auto) replaced by host-sized values.
+
+  Auto workers: `min(cpus - 1, MAX_AUTO_WORKERS)`, so one CPU stays with the training
+  process (step dispatch, host-to-device copies) and decoding/augmentation runs in separate
+  processes, free of the training process's GIL. Auto read threads (per process computing
+  elements, i.e. per worker when there are workers): `max(1, min(cpus // max(workers, 1),
+  MAX_AUTO_READ_THREADS))`; Pillow and NumPy release the GIL for most of their work.
+  Values >= 0 are used as given (0 workers: everything in the calling process; 0 threads:
+  elements computed in the consuming thread).
+
+  Args:
+    data_config: a `default_data_config()`-like ConfigDict.
+    cpus: CPUs to size for (default: `usable_cpus()`).
+  """
+  validate_data_config(data_config)
+  cpus = usable_cpus() if cpus is None else int(cpus)
+  workers = int(data_config.get('num_workers', AUTO))
+  threads = int(data_config.get('read_threads', AUTO))
+  if workers == AUTO:
+    workers = max(0, min(cpus - 1, MAX_AUTO_WORKERS))
+  if threads == AUTO:
+    threads = max(1, min(cpus // max(workers, 1), MAX_AUTO_READ_THREADS))
+  return workers, threads
+
+
+def _undecoded_images(source):
+  """A TFDS source whose records keep 'image' as the stored JPEG/PNG bytes; others as given.
+
+  The transforms decode the bytes themselves, at reduced size where the format allows.
+  """
+  if not (dataclasses.is_dataclass(source) and hasattr(source, 'dataset_info')
+          and hasattr(source, 'decoders')):
+    return source
+  # TFDS is heavy and only TFDS-backed sources get here (open_source imported it already).
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  features = source.dataset_info.features
+  if 'image' not in features or not isinstance(features['image'], tfds.features.Image):
+    return source
+  decoders = dict(source.decoders or {}, image=tfds.decode.SkipDecoding())
+  return dataclasses.replace(source, decoders=decoders)
+
+
 class TrainTransform(grain.transforms.RandomMap):
   """Raw example -> {'image': float32 (S, S, 3), 'mask': int32 (S, S), 'edge': uint8 (S, S)}.
 
   Random resized crop of the full-resolution example straight to the output size (one
-  resampling), flips, 90-degree turns, colour jitter, normalisation, boundary target.
-  All draws come from the per-element generator Grain passes in.
+  resampling; JPEG bytes decoded at reduced size when `data.jpeg_draft` allows), flips,
+  90-degree turns and colour jitter on uint8 pixels, then normalisation and the boundary
+  target. All draws come from the per-element generator Grain passes in, in the same order
+  on both paths, so `reference=True` (full-size decode, float32 jitter: the previous
+  implementation) gives the same geometry.
   """
 
-  def __init__(self, data_config, where: str = 'train'):
+  def __init__(self, data_config, where: str = 'train', reference: bool = False):
     aug = data_config.augment
     self.size = _image_size(data_config)
     self.enabled = bool(aug.enabled)
@@ -229,44 +389,56 @@ class TrainTransform(grain.transforms.RandomMap):
     self.mean, self.std = tuple(data_config.mean), tuple(data_config.std)
     self.boundary_width = int(data_config.boundary_width)
     self.where = where
+    self.reference = bool(reference)
+    self.draft = bool(data_config.get('jpeg_draft', True)) and not self.reference
 
   def random_map(self, element, rng: np.random.Generator):
     """Raw example -> augmented, normalised training example with its boundary target."""
-    image, mask = T.check_example(element, f'{self.where} example {element.get("id", "?")!r}')
-    if self.enabled:
-      box = None
-      if self.scale != (1.0, 1.0) or self.ratio != (1.0, 1.0):
-        box = T.random_crop_box(rng, image.shape[0], image.shape[1], self.scale, self.ratio)
-      turns = 0
-      if self.rot90:
-        turns = int(rng.integers(4)) if self.size[0] == self.size[1] else 2 * int(rng.integers(2))
-      image, mask = T.crop_flip_rotate(image, mask, self.size, box,
-                                       self.hflip and rng.uniform() < 0.5,
-                                       self.vflip and rng.uniform() < 0.5, turns)
-      pixels = image.astype(np.float32) * np.float32(1 / 255)
-      if any(self.jitter.values()):
-        pixels = T.colour_jitter(pixels, rng, **self.jitter)
-    else:
-      image, mask = T.resize_pair(image, mask, self.size)
-      pixels = image
-    return _finish(pixels, mask, self.mean, self.std, self.boundary_width)
+    where = f'{self.where} example {element.get("id", "?")!r}'
+    image, mask = T.open_example(element, where)
+    if not self.enabled:
+      image, mask = T.resize_pair(image, mask, self.size, draft=self.draft, where=where)
+      return _finish(image, mask, self.mean, self.std, self.boundary_width)
+    box = None
+    if self.scale != (1.0, 1.0) or self.ratio != (1.0, 1.0):
+      box = T.random_crop_box(rng, mask.shape[0], mask.shape[1], self.scale, self.ratio)
+    turns = 0
+    if self.rot90:
+      turns = int(rng.integers(4)) if self.size[0] == self.size[1] else 2 * int(rng.integers(2))
+    image, mask = T.crop_flip_rotate(image, mask, self.size, box,
+                                     self.hflip and rng.uniform() < 0.5,
+                                     self.vflip and rng.uniform() < 0.5, turns,
+                                     draft=self.draft, where=where)
+    if any(self.jitter.values()):
+      if self.reference:
+        image = T.colour_jitter(image.astype(np.float32) * np.float32(1 / 255), rng,
+                                **self.jitter)
+      else:
+        image = T.colour_jitter_uint8(image, rng, **self.jitter)
+    return _finish(image, mask, self.mean, self.std, self.boundary_width)
 
 
-def _finish(pixels, mask, mean, std, boundary_width):
-  return {'image': T.normalise(pixels, mean, std),
+def _finish(image, mask, mean, std, boundary_width):
+  """uint8 (or [0, 1] float) image and uint8 mask -> the example dict the step consumes."""
+  return {'image': T.normalise(image, mean, std),
           'mask': mask.astype(np.int32),
           'edge': boundary_target(mask, boundary_width)}
 
 
 class EvalTransform(grain.transforms.Map):
-  """Record index -> resized, normalised example with 'valid' and 'index'; -1 -> padding row."""
+  """Record index -> resized, normalised example with 'valid' and 'index'; -1 -> padding row.
 
-  def __init__(self, source, data_config, where: str = 'eval'):
+  Deterministic: the record alone decides the output (JPEGs decoded at reduced size when
+  `data.jpeg_draft` allows, as in training; `reference=True` decodes in full).
+  """
+
+  def __init__(self, source, data_config, where: str = 'eval', reference: bool = False):
     self.source = source
     self.size = _image_size(data_config)
     self.mean, self.std = tuple(data_config.mean), tuple(data_config.std)
     self.boundary_width = int(data_config.boundary_width)
     self.where = where
+    self.draft = bool(data_config.get('jpeg_draft', True)) and not reference
 
   def map(self, element):
     """Record index (-1 = padding) -> resized, normalised eval example with `valid`/`index`."""
@@ -277,31 +449,110 @@ class EvalTransform(grain.transforms.Map):
               'mask': np.zeros((height, width), np.int32),
               'edge': np.zeros((height, width), np.uint8),
               'valid': np.bool_(False), 'index': np.int32(-1)}
-    image, mask = T.check_example(self.source[index], f'{self.where} record {index}')
-    image, mask = T.resize_pair(image, mask, self.size)
+    where = f'{self.where} record {index}'
+    image, mask = T.open_example(self.source[index], where)
+    image, mask = T.resize_pair(image, mask, self.size, draft=self.draft, where=where)
     out = _finish(image, mask, self.mean, self.std, self.boundary_width)
     out.update(valid=np.bool_(True), index=np.int32(index))
     return out
 
 
 def _finalise(ds, data_config):
-  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(data_config.read_threads),
+  workers, threads = resolve_workers(data_config)
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
                                             prefetch_buffer_size=int(data_config.prefetch_batches)))
-  if int(data_config.num_workers) > 0:
+  if workers > 0:
     # Grain's worker processes read absl flags; outside an absl app (tests, notebooks,
     # scripts) nothing parsed them, so take their defaults. `app.run` still re-parses argv.
     from absl import flags  # pylint: disable=g-import-not-at-top
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=int(data_config.num_workers),
-        per_worker_buffer_size=int(data_config.worker_buffer_size)))
+        num_workers=workers, per_worker_buffer_size=int(data_config.worker_buffer_size)))
   return ds
 
 
+class ResumableBatches(grain.IterDataset):
+  """Batches of an index-based `MapDataset`, run through `to_iter_dataset` / `mp_prefetch`.
+
+  Its iterators' state is `{'next_batch': k}`, the number of batches consumed; `set_state`
+  restarts the Grain pipeline at `batches[k:]`. So a checkpoint resumes at the exact next
+  batch with any worker or thread count (Grain's own multi-worker state is per worker, and
+  restoring it with another count fails or, worse, yields different batches) -- which matters
+  now that `num_workers=-1` sizes the pipeline to whichever host resumes.
+  """
+
+  def __init__(self, batches: grain.MapDataset, data_config):
+    super().__init__()
+    self._batches = batches
+    self._data_config = data_config
+
+  def __iter__(self) -> grain.DatasetIterator:
+    return _ResumableIterator(self._batches, self._data_config)
+
+  def __str__(self) -> str:
+    return f'ResumableBatches({self._batches})'
+
+
+class _ResumableIterator(grain.DatasetIterator):
+  """Iterator of `ResumableBatches`; the Grain iterator underneath starts lazily."""
+
+  def __init__(self, batches: grain.MapDataset, data_config):
+    super().__init__()
+    self._batches = batches
+    self._data_config = data_config
+    self._next_batch = 0
+    self._iterator = None
+
+  def _started(self):
+    if self._iterator is None:
+      self._iterator = iter(_finalise(self._batches[self._next_batch:], self._data_config))
+    return self._iterator
+
+  def __next__(self):
+    self._assert_not_closed()
+    batch = next(self._started())
+    self._next_batch += 1
+    return batch
+
+  def get_state(self) -> dict:
+    """`{'next_batch': k}`: batches consumed so far."""
+    return {'next_batch': self._next_batch}
+
+  def set_state(self, state: dict) -> None:
+    """Resumes at batch `state['next_batch']` (or a single-process Grain `next_index`)."""
+    if 'next_batch' in state:
+      next_batch = state['next_batch']
+    elif set(state) == {'next_index'}:  # saved by the Grain iterator this class replaced
+      next_batch = state['next_index']
+    else:
+      raise ValueError(f'training iterator state {state!r}: expected {{"next_batch": k}}; '
+                       'states of Grain multi-worker iterators cannot be restored')
+    self._stop()
+    self._next_batch = int(next_batch)
+
+  def start_prefetch(self) -> None:
+    """Starts the Grain pipeline (worker processes, read threads) ahead of the first batch."""
+    self._started().start_prefetch()
+
+  def _stop(self) -> None:
+    if self._iterator is not None:
+      self._iterator.close()
+      self._iterator = None
+
+  def close(self) -> None:
+    """Stops the worker processes and read threads."""
+    self._stop()
+    super().close()
+
+
 def create_train_dataset(data_config, global_batch_size: int, seed: int, process_index=None,
-                         process_count=None) -> grain.IterDataset:
-  """The training pipeline as a re-iterable `grain.IterDataset` (see `create_train_iterator`)."""
+                         process_count=None, *, reference: bool = False) -> grain.IterDataset:
+  """The training pipeline as a re-iterable `grain.IterDataset` (see `create_train_iterator`).
+
+  `reference=True` selects the previous, slower transforms (`TrainTransform`).
+  """
+  validate_data_config(data_config)
   process_index, process_count = _processes(process_index, process_count)
   batch = _per_process_batch(global_batch_size, process_count)
   if int(seed) != seed or not 0 <= seed < 2**32:
@@ -310,11 +561,11 @@ def create_train_dataset(data_config, global_batch_size: int, seed: int, process
   source = open_source(data_config, split)
   if len(source) == 0:
     raise ValueError(f'dataset {data_config.name!r} split {split!r} is empty')
-  ds = grain.MapDataset.source(source).seed(int(seed)).shuffle().repeat()
-  ds = ds.random_map(TrainTransform(data_config, where=f'{data_config.name}/{split}'))
+  ds = grain.MapDataset.source(_undecoded_images(source)).seed(int(seed)).shuffle().repeat()
+  ds = ds.random_map(TrainTransform(data_config, where=f'{data_config.name}/{split}',
+                                    reference=reference))
   ds = ds[process_index::process_count]
-  ds = ds.batch(batch, drop_remainder=True)
-  return _finalise(ds, data_config)
+  return ResumableBatches(ds.batch(batch, drop_remainder=True), data_config)
 
 
 def create_train_iterator(data_config, global_batch_size: int, seed: int, process_index=None,
@@ -330,10 +581,12 @@ def create_train_iterator(data_config, global_batch_size: int, seed: int, proces
   Returns:
     A `grain.DatasetIterator` yielding {'image': float32 (b, S, S, 3) normalised,
     'mask': int32 (b, S, S), 'edge': uint8 (b, S, S)} with b = global_batch_size /
-    process_count; `get_state()` / `set_state(state)` resume at the exact next batch.
+    process_count; `get_state()` (`{'next_batch': k}`, JSON) / `set_state(state)` resume at
+    the exact next batch, with any `num_workers` / `read_threads` (`ResumableBatches`).
 
   Raises:
-    ValueError: batch size not divisible by the process count, bad seed, empty split.
+    ValueError: batch size not divisible by the process count, bad seed, empty split, bad
+      worker / thread settings.
   """
   return iter(create_train_dataset(data_config, global_batch_size, seed, process_index,
                                    process_count))
@@ -355,14 +608,19 @@ def eval_indices(num_records: int, global_batch_size: int, process_index: int,
 
 
 def create_eval_dataset(data_config, split: str, global_batch_size: int, process_index=None,
-                        process_count=None) -> grain.IterDataset:
-  """The evaluation pipeline as a re-iterable `grain.IterDataset` (see `create_eval_iterator`)."""
+                        process_count=None, *, reference: bool = False) -> grain.IterDataset:
+  """The evaluation pipeline as a re-iterable `grain.IterDataset` (see `create_eval_iterator`).
+
+  `reference=True` decodes JPEGs at full size (`EvalTransform`).
+  """
+  validate_data_config(data_config)
   process_index, process_count = _processes(process_index, process_count)
   batch = _per_process_batch(global_batch_size, process_count)
   source = open_source(data_config, split)
   indices = eval_indices(len(source), global_batch_size, process_index, process_count)
   ds = grain.MapDataset.source(indices).map(
-      EvalTransform(source, data_config, where=f'{data_config.name}/{split}'))
+      EvalTransform(_undecoded_images(source), data_config,
+                    where=f'{data_config.name}/{split}', reference=reference))
   ds = ds.batch(batch, drop_remainder=False)
   return _finalise(ds, data_config)
 

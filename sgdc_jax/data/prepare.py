@@ -39,10 +39,7 @@ from sgdc_jax.data.builders import _common
 from sgdc_jax.data.builders import folder as folder_lib
 
 FOLDER = 'folder'
-DATASET_NAMES = sorted([
-    n for base, cls in builders.BUILDERS.items()
-    for n in [base] + [f'{base}/{c.name}' for c in cls.BUILDER_CONFIGS]
-] + [FOLDER])
+DATASET_NAMES = sorted(builders.DATASET_NAMES + [FOLDER])
 LOCK_FILE = '.prepare.lock'
 DEBUG_ENV = 'SGDC_DEBUG'
 

@@ -17,5 +17,8 @@ from sgdc_jax.data.builders.ph2 import Ph2
 # name -> builder class of the published data sets, for `sgdc_jax.data.prepare`. `folder`
 # is not here: its data sets take the name given to `prepare --name`.
 BUILDERS = {cls.name: cls for cls in (Isic2016, Isic2018, Ph2, Conic)}
+# Every name `prepare --dataset` and `data.name` accept for them, configs included.
+DATASET_NAMES = sorted(n for base, cls in BUILDERS.items()
+                       for n in [base] + [f'{base}/{c.name}' for c in cls.BUILDER_CONFIGS])
 
-__all__ = ['BUILDERS', 'Conic', 'Folder', 'Isic2016', 'Isic2018', 'Ph2']
+__all__ = ['BUILDERS', 'DATASET_NAMES', 'Conic', 'Folder', 'Isic2016', 'Isic2018', 'Ph2']

@@ -64,8 +64,9 @@ def read_image(path: str,
   """Decodes an image file (`image_io.IMAGE_EXTENSIONS`) and returns pixels plus bytes to store.
 
   Grayscale, 16-bit (scaled to 8 bit), RGBA, paletted, CMYK, ... images are converted to RGB
-  by `image_io.to_rgb_uint8` and the conversion is counted in `log` under `split`. The stored bytes are the original file when it is already
-  an RGB JPEG (no re-encoding loss), else a lossless PNG of the decoded RGB pixels.
+  by `image_io.to_rgb_uint8` and the conversion is counted in `log` under `split`. The
+  stored bytes are the original file when it is already an RGB JPEG (no re-encoding loss),
+  else a lossless PNG of the decoded RGB pixels.
 
   Args:
     path: image file.

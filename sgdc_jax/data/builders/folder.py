@@ -199,18 +199,21 @@ def default_templates(manual_dir: str) -> tuple[str, str]:
   Raises:
     ValueError: neither plain layout is there (lists both and the pairing options).
   """
-  entries = set(os.listdir(manual_dir)) if os.path.isdir(manual_dir) else set()
+  if not os.path.isdir(manual_dir):
+    raise ValueError(f'folder: manual dir {manual_dir} does not exist')
+  entries = set(os.listdir(manual_dir))
   for entry in sorted(entries):
     if all(os.path.isdir(os.path.join(manual_dir, entry, f)) for f in ('images', 'masks')):
       return PLAIN_LAYOUTS[0]
   if {'images', 'masks'} <= entries:
     return PLAIN_LAYOUTS[1]
-  raise _common.missing_layout_error(
-      'folder', manual_dir,
-      ['{train,validation,test}/images/<id>.<ext> and .../masks/<id>.<ext>',
-       'or images/<id>.<ext> and masks/<id>.<ext> (split by --split_ratios)',
-       "or any layout given by --images='...{id}...' --masks='...{id}...' (see --helpfull)"],
-      ['images/', 'masks/'])
+  splits = '{train,validation,test}'
+  raise ValueError(
+      f'folder: {manual_dir} holds {", ".join(sorted(entries)[:10]) or "nothing"}, not a plain '
+      f'layout:\n  {splits}/images/<id>.<ext> with {splits}/masks/<id>.<ext>\n'
+      '  or images/<id>.<ext> with masks/<id>.<ext> (split by --split_ratios);\n'
+      "for other layouts give --images='...{id}...' --masks='...{id}...' (placeholders {id}, "
+      '{split}, *)')
 
 
 def _check_extension(manual_dir: str, rel: str, flag: str) -> bool:
@@ -385,7 +388,7 @@ class Folder(_base.SegmentationBuilder, skip_registration=True):
   @classmethod
   def check_manual_dir(cls, manual_dir: str) -> None:
     if not os.path.isdir(manual_dir):
-      raise _common.missing_layout_error(cls.name, manual_dir, ['<your images and masks>'], [])
+      raise ValueError(f'{cls.name}: manual dir {manual_dir} does not exist')
 
   def _split_generators(self, dl_manager):
     manual_dir = self._resolve_manual_dir(dl_manager)
