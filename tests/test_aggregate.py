@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sgdc_jax.ops.aggregate import pixel_adaptive_aggregate
+from sgdc_jax.ops.aggregate import pixel_adaptive_aggregate, softmax_aggregate
 import numpy_reference as ref
 
 
@@ -25,6 +25,16 @@ def test_matches_numpy(impl, k):
   np.testing.assert_allclose(np.asarray(out), ref.aggregate(np.asarray(x, float),
                                                             np.asarray(w, float), k),
                              rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('impl', ['unfold', 'shift', 'auto'])
+def test_softmax_aggregate_matches_numpy(impl):
+  # The entry the SGDC block uses: logits in, the softmax over taps in float32 first.
+  x, _ = _inputs(k=3, seed=5)
+  logits = 3 * jax.random.normal(jax.random.key(6), (*x.shape[:3], 3, 9))
+  out = softmax_aggregate(x, logits, 3, impl)
+  expected = ref.aggregate(np.asarray(x, float), ref.softmax(np.asarray(logits, float)), 3)
+  np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_unnormalised_weights_and_padding_taps():

@@ -1,4 +1,4 @@
-"""Structurally-Guided Dynamic Convolution block (SGDC), DESIGN.md sections 3 and 4."""
+"""Structurally-Guided Dynamic Convolution block (SGDC), docs/design.md sections 3 and 4."""
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from sgdc_jax.modules.layers import DepthwiseConv, DropPath, check_rank4
-from sgdc_jax.ops.aggregate import IMPLEMENTATIONS, pixel_adaptive_aggregate
+from sgdc_jax.ops.aggregate import IMPLEMENTATIONS, softmax_aggregate
 from sgdc_jax.ops.image import adaptive_avg_pool, resize_bilinear
 
 KERNEL_SOURCES = ('structure', 'pooled', 'none')
@@ -36,8 +36,8 @@ class SGDC(nn.Module):
       'pooled' (the pooling baseline: `upsample(avg_pool(x -> pool_size^2 regions))`) or
       'none' (x alone).
     pool_size: S of the 'pooled' baseline.
-    impl: aggregation implementation ('auto', 'shift' or 'unfold', see
-      `sgdc_jax.ops.aggregate`).
+    impl: aggregation implementation ('auto', 'shift', 'unfold' or 'pallas', see
+      `sgdc_jax.ops.aggregate.softmax_aggregate`; 'pallas' fuses the kernel softmax).
     dtype: compute dtype; parameters stay float32, softmax and accumulation run in float32.
 
   Inputs:
@@ -105,8 +105,8 @@ class SGDC(nn.Module):
 
     x1 = DepthwiseConv(3, self.dtype, name='dwconv')(x * jax.nn.sigmoid(gate1))
     xn = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm1')(x)
-    probs = jax.nn.softmax(kernel.astype(jnp.float32).reshape(*kernel.shape[:3], heads, k * k))
-    x2 = pixel_adaptive_aggregate(xn, probs.astype(self.dtype), k, self.impl)
+    logits = kernel.reshape(*kernel.shape[:3], heads, k * k)
+    x2 = softmax_aggregate(xn, logits, k, self.impl)
     x2 = x2 * jax.nn.sigmoid(gate2)
 
     scale1 = self.param('layer_scale1', nn.initializers.constant(self.layer_scale_init), (c,))

@@ -3,15 +3,21 @@
     out[b, y, x, c] = sum_{dy, dx} w[b, y, x, c // (C / heads), dy * k + dx]
                                     * x_pad[b, y + dy, x + dx, c]
 
-with `x_pad` zero-padded by k // 2 on each side (step 4 of the SGDC block, DESIGN.md
-section 3). Two implementations give the same values and gradients:
+with `x_pad` zero-padded by k // 2 on each side (step 4 of the SGDC block, docs/design.md
+section 3). Three implementations give the same values and gradients:
 
 - `'unfold'`: gathers every pixel's k x k neighbourhood into a `(B, H, W, k*k, C)` patch
   tensor and contracts it with the weights: the readable reference (im2col), memory
   k*k times the input.
 - `'shift'`: accumulates the k*k shifted copies of the input one tap at a time and has a
-  hand-written VJP built the same way, so neither pass materialises the patches; `'auto'`
-  selects it.
+  hand-written VJP built the same way, so neither pass materialises the patches.
+- `'pallas'`: one fused kernel that also does the softmax over taps
+  (`sgdc_jax.ops.pallas_aggregate`); it takes logits, so it is reached through
+  `softmax_aggregate` only.
+
+`softmax_aggregate(x, logits, ...)` is what the SGDC block calls; its `'auto'` picks
+`'pallas'` on a GPU backend (where the kernel's Triton lowering is tested) and `'shift'`
+elsewhere (CPU; TPU, for which there is no Mosaic TPU variant).
 """
 from __future__ import annotations
 
@@ -20,7 +26,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ('unfold', 'shift')
+from sgdc_jax.ops.pallas_aggregate import softmax_aggregate_pallas
+
+IMPLEMENTATIONS = ('unfold', 'shift', 'pallas')
+PALLAS_BACKENDS = ('gpu',)  # `jax.default_backend()` names where 'auto' picks 'pallas'
 
 
 def _check(x: jax.Array, weights: jax.Array, kernel_size: int) -> tuple[int, int]:
@@ -144,7 +153,8 @@ def pixel_adaptive_aggregate(x: jax.Array, weights: jax.Array, kernel_size: int,
       (row-major); head j acts on channels `[j*C/heads, (j+1)*C/heads)`. The SGDC block
       passes softmax-normalised weights; any weights work.
     kernel_size: k, odd.
-    impl: `'unfold'`, `'shift'`, or `'auto'` (= `'shift'`).
+    impl: `'unfold'`, `'shift'`, or `'auto'` (= `'shift'`). `'pallas'` fuses the softmax
+      and takes logits: use `softmax_aggregate`.
 
   Returns:
     `(B, H, W, C)` in `x.dtype`; accumulation is float32.
@@ -159,4 +169,43 @@ def pixel_adaptive_aggregate(x: jax.Array, weights: jax.Array, kernel_size: int,
   if impl == 'shift':
     _check(x, weights, kernel_size)
     return aggregate_shift(x, weights, kernel_size)
+  if impl == 'pallas':
+    raise ValueError("impl='pallas' applies the softmax inside the kernel: call "
+                     'softmax_aggregate(x, logits, ...) with logits, not weights')
   raise ValueError(f"impl must be one of {IMPLEMENTATIONS + ('auto',)}, got {impl!r}")
+
+
+def resolve_impl(impl: str) -> str:
+  """The implementation `'auto'` stands for on the default backend; others unchanged."""
+  if impl != 'auto':
+    return impl
+  return 'pallas' if jax.default_backend() in PALLAS_BACKENDS else 'shift'
+
+
+def softmax_aggregate(x: jax.Array, logits: jax.Array, kernel_size: int,
+                      impl: str = 'auto') -> jax.Array:
+  """Softmax over the k*k taps, then the pixel-adaptive aggregation.
+
+  Args:
+    x: `(B, H, W, C)` features.
+    logits: `(B, H, W, heads, k*k)` kernel logits; the softmax over the last axis is float32.
+    kernel_size: k, odd.
+    impl: `'pallas'` (fused kernel; interpret mode on CPU, slow, for tests), `'unfold'` or
+      `'shift'` (XLA softmax, then `pixel_adaptive_aggregate` on the probabilities cast to
+      `x.dtype`), or `'auto'` (see `resolve_impl`).
+
+  Returns:
+    `(B, H, W, C)` in `x.dtype`.
+
+  Raises:
+    ValueError: on inconsistent shapes, an even kernel size, an unknown `impl`, or
+      `'pallas'` on a TPU backend (no Mosaic TPU variant; use `'shift'`).
+  """
+  impl = resolve_impl(impl)
+  if impl == 'pallas':
+    if jax.default_backend() == 'tpu':
+      raise ValueError("impl='pallas' has no TPU kernel (its Pallas kernel is Triton); use "
+                       "impl='shift' or 'auto' on TPU")
+    return softmax_aggregate_pallas(x, logits, kernel_size)
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  return pixel_adaptive_aggregate(x, probs.astype(x.dtype), kernel_size, impl)
