@@ -1,11 +1,13 @@
-"""Tests of the Grain input pipeline and its per-example transforms."""
+"""Tests of the Grain input pipeline (per-example transforms: test_transforms.py)."""
 import sgdc_jax  # noqa: F401  (sets XLA flags before jax is used anywhere)
 
+import itertools
 import json
 
 import numpy as np
 import pytest
 
+from image_examples import PatternSource, encode
 from sgdc_jax.boundary import boundary_target
 from sgdc_jax.data import pipeline
 from sgdc_jax.data import transforms as T
@@ -17,6 +19,7 @@ STD = np.array(T.IMAGENET_STD)
 def _config(size=24, raw=(30, 40), n=(12, 10, 6)):
   config = pipeline.default_data_config()
   config.image_size = size
+  config.num_workers = 0
   config.read_threads = 0
   config.synthetic.update(dict(train_size=n[0], validation_size=n[1], test_size=n[2],
                                height=raw[0], width=raw[1]))
@@ -25,29 +28,6 @@ def _config(size=24, raw=(30, 40), n=(12, 10, 6)):
 
 def _unnormalise(image):
   return image * STD + MEAN  # back to [0, 1] RGB
-
-
-class PatternSource:
-  """Dark textured background with one bright off-centre rectangle; mask = bright pixels.
-
-  The mask is derived from the image (threshold), so any misalignment introduced by the
-  augmentation shows up as a disagreement between the two.
-  """
-
-  def __init__(self, n, size=(40, 56)):
-    self.n, self.size = n, size
-
-  def __len__(self):
-    return self.n
-
-  def __getitem__(self, index):
-    rng = np.random.default_rng(index)
-    h, w = self.size
-    image = rng.integers(0, 60, (h, w, 3)).astype(np.uint8)
-    top, left = rng.integers(2, h // 3), rng.integers(2, w // 3)
-    image[top:top + h // 3, left:left + w // 2] = rng.integers(200, 256, (h // 3, w // 2, 3))
-    mask = (image.mean(-1) > 128).astype(np.uint8)
-    return {'image': image, 'mask': mask, 'id': f'pattern_{index}'}
 
 
 class IndexSource:
@@ -69,86 +49,6 @@ class IndexSource:
 def _decode_ids(batch):
   grey = _unnormalise(batch['image'])[..., 0].mean(axis=(1, 2)) * 255
   return [int(v) for v in np.round(grey / 10)]
-
-
-# --- per-example transforms -------------------------------------------------------------
-
-
-def test_pillow_geometry_matches_numpy_reference():
-  ex = PatternSource(1)[0]
-  rng = np.random.default_rng(0)
-  for hflip in (False, True):
-    for vflip in (False, True):
-      for turns in range(4):
-        box = T.random_crop_box(rng, 40, 56, (0.4, 1.0))
-        resized = T.resize_pair(ex['image'], ex['mask'], (20, 28), box)
-        want = T.flip_rotate(*resized, hflip, vflip, turns)
-        got = T.crop_flip_rotate(ex['image'], ex['mask'], (20, 28), box, hflip, vflip, turns)
-        np.testing.assert_array_equal(got[0], want[0])
-        np.testing.assert_array_equal(got[1], want[1])
-        assert got[0].shape[:2] == ((28, 20) if turns % 2 else (20, 28))
-
-
-def test_flip_rotate_against_index_arithmetic():
-  image = np.arange(2 * 3 * 3).reshape(2, 3, 3)
-  mask = image[..., 0]
-  out, out_mask = T.flip_rotate(image, mask, True, False, 1)
-  # hflip: (r, c) <- (r, W-1-c); rot90 ccw: (r, c) <- (c, W'-1-r) of the flipped image.
-  flipped = image[:, ::-1]
-  for r in range(3):
-    for c in range(2):
-      np.testing.assert_array_equal(out[r, c], flipped[c, 2 - r])
-  np.testing.assert_array_equal(out_mask, out[..., 0])
-
-
-def test_random_crop_box_bounds():
-  rng = np.random.default_rng(1)
-  for _ in range(200):
-    x0, y0, x1, y1 = T.random_crop_box(rng, 30, 50, (0.3, 0.9), (0.5, 2.0))
-    assert 0 <= x0 < x1 <= 50 and 0 <= y0 < y1 <= 30
-    assert (x1 - x0) * (y1 - y0) <= 0.9 * 1500 + 1e-6
-  with pytest.raises(ValueError, match='scale'):
-    T.random_crop_box(rng, 10, 10, (0.0, 1.0))
-
-
-def test_normalise_matches_reference():
-  image = np.random.default_rng(2).integers(0, 256, (5, 7, 3)).astype(np.uint8)
-  want = (image / 255.0 - MEAN) / STD
-  np.testing.assert_allclose(T.normalise(image), want, atol=1e-5)
-  np.testing.assert_allclose(T.normalise(image / 255.0), want, atol=1e-5)
-  assert T.normalise(image).dtype == np.float32
-
-
-def test_colour_jitter_reference_cases():
-  rng = np.random.default_rng(3)
-  image = rng.uniform(0.2, 0.6, (6, 9, 3)).astype(np.float32)
-  np.testing.assert_allclose(T.colour_jitter(image, rng), image, atol=1e-6)
-  # Brightness only: one common factor.
-  out = T.colour_jitter(image, rng, brightness=0.3)
-  ratio = out / image
-  assert np.ptp(ratio) < 1e-5 and 0.7 <= ratio.mean() <= 1.3
-  # Hue only: luma (Y of YIQ) is unchanged.
-  luma = np.array([0.299, 0.587, 0.114])
-  out = T.colour_jitter(image * 0.8 + 0.1, rng, hue=0.05)
-  np.testing.assert_allclose(out @ luma, (image * 0.8 + 0.1) @ luma, atol=1e-5)
-  assert np.abs(out - (image * 0.8 + 0.1)).max() > 1e-3
-  # Contrast only: the mean luma stays, deviations from it scale by one factor.
-  out = T.colour_jitter(image, np.random.default_rng(4), contrast=0.5)
-  m = (image @ luma).mean()
-  factor = (out - m) / (image - m)
-  assert np.ptp(factor) < 1e-3 and abs(factor.mean() - 1) > 1e-3
-
-
-def test_check_example_errors():
-  ex = PatternSource(1)[0]
-  with pytest.raises(ValueError, match="missing field 'mask'"):
-    T.check_example({'image': ex['image']}, 'x')
-  with pytest.raises(ValueError, match='differs'):
-    T.check_example({'image': ex['image'], 'mask': ex['mask'][1:]}, 'x')
-  with pytest.raises(ValueError, match='uint8'):
-    T.check_example({'image': ex['image'].astype(np.float32), 'mask': ex['mask']}, 'x')
-  image, mask = T.check_example({'image': ex['image'], 'mask': ex['mask'][..., None]}, 'x')
-  assert mask.shape == ex['mask'].shape
 
 
 # --- training pipeline -----------------------------------------------------------------
@@ -185,6 +85,24 @@ def test_augmentation_keeps_image_and_mask_aligned(monkeypatch):
       assert iou > 0.75
       checked += 1
   assert checked >= 20
+
+
+def test_fast_path_matches_the_reference_path():
+  """uint8 colour jitter: the same geometry as the float32 reference, colours within 1/2 level."""
+  config = _config()
+  kwargs = dict(global_batch_size=4, seed=3, process_index=0, process_count=1)
+  fast = iter(pipeline.create_train_dataset(config, **kwargs))
+  reference = iter(pipeline.create_train_dataset(config, reference=True, **kwargs))
+  for _ in range(3):
+    got, want = next(fast), next(reference)
+    np.testing.assert_array_equal(got['mask'], want['mask'])
+    np.testing.assert_array_equal(got['edge'], want['edge'])
+    diff = np.abs(_unnormalise(got['image']) - _unnormalise(want['image'])) * 255
+    assert diff.max() <= 0.5 + 1e-3
+  config.augment.update(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
+  got = next(iter(pipeline.create_train_dataset(config, **kwargs)))
+  want = next(iter(pipeline.create_train_dataset(config, reference=True, **kwargs)))
+  np.testing.assert_allclose(got['image'], want['image'], atol=1e-5)  # no jitter: same pixels
 
 
 def test_two_processes_see_disjoint_examples_covering_the_split(monkeypatch):
@@ -235,7 +153,7 @@ def test_iterator_state_resumes_at_the_exact_next_batch():
   _assert_batches_equal([next(fresh) for _ in range(4)], after)
 
 
-def test_worker_processes_give_the_same_batches_and_resume():
+def test_worker_processes_give_the_same_batches_and_resume_with_any_worker_count():
   config = _config()
   reference = pipeline.create_train_iterator(config, 4, seed=2, process_index=0, process_count=1)
   want = [next(reference) for _ in range(5)]
@@ -250,13 +168,63 @@ def test_worker_processes_give_the_same_batches_and_resume():
     _assert_batches_equal([next(it) for _ in range(3)], want[2:])
   finally:
     it.close()
+  assert state == {'next_batch': 2}
+  # A state saved with 2 workers resumes with 1 or none (e.g. auto-sized on another host).
+  for workers in (1, 0):
+    config.num_workers = workers
+    it = pipeline.create_train_iterator(config, 4, seed=2, process_index=0, process_count=1)
+    try:
+      it.set_state(state)
+      _assert_batches_equal([next(it) for _ in range(3)], want[2:])
+    finally:
+      it.close()
   # Evaluation keeps its order with workers too.
+  config.num_workers = 2
   got = list(pipeline.create_eval_iterator(config, 'validation', 4, process_index=0,
                                            process_count=1))
   config.num_workers = 0
   want = list(pipeline.create_eval_iterator(config, 'validation', 4, process_index=0,
                                             process_count=1))
   _assert_batches_equal(got, want)
+
+
+def test_iterator_accepts_single_process_grain_states_and_rejects_per_worker_ones():
+  config = _config()
+  want = [next(pipeline.create_train_iterator(config, 4, seed=2, process_index=0,
+                                              process_count=1)) for _ in range(1)]
+  it = pipeline.create_train_iterator(config, 4, seed=2, process_index=0, process_count=1)
+  batches = [next(it) for _ in range(3)]
+  it.set_state({'next_index': 1})   # Grain's own state of this pipeline without workers
+  _assert_batches_equal([next(it)], batches[1:2])
+  _assert_batches_equal(batches[:1], want)
+  with pytest.raises(ValueError, match='multi-worker'):
+    it.set_state({'next_index_in_cycle': 1, 'iterators_in_use_states': [{'next_index': 1}]})
+
+
+def test_workers_and_read_threads_sized_to_the_host_unless_set(monkeypatch):
+  config = _config()
+  config.num_workers, config.read_threads = -1, -1
+  assert pipeline.resolve_workers(config, cpus=1) == (0, 1)
+  assert pipeline.resolve_workers(config, cpus=2) == (1, 2)
+  assert pipeline.resolve_workers(config, cpus=8) == (7, 1)
+  assert pipeline.resolve_workers(config, cpus=64) == (pipeline.MAX_AUTO_WORKERS, 4)
+  config.num_workers = 3                     # an explicit value wins ...
+  assert pipeline.resolve_workers(config, cpus=64) == (3, 4)
+  config.read_threads = 0                    # ... for either field
+  assert pipeline.resolve_workers(config, cpus=64) == (3, 0)
+  config.num_workers, config.read_threads = 0, -1
+  assert pipeline.resolve_workers(config, cpus=2) == (0, 2)
+  # The iterators resolve -1 through `usable_cpus` (one CPU here: no worker processes).
+  monkeypatch.setattr(pipeline, 'usable_cpus', lambda: 1)
+  config.num_workers = -1
+  it = pipeline.create_train_iterator(config, 4, seed=0, process_index=0, process_count=1)
+  assert next(it)['image'].shape == (4, 24, 24, 3)
+  for field, value in (('num_workers', -2), ('read_threads', -3), ('worker_buffer_size', 0),
+                       ('jpeg_draft', 'yes')):
+    bad = _config()
+    bad[field] = value
+    with pytest.raises(ValueError, match=f'data.{field}'):
+      pipeline.create_train_iterator(bad, 4, seed=0, process_index=0, process_count=1)
 
 
 def test_train_errors():
@@ -321,10 +289,15 @@ def test_unprepared_tfds_dataset_names_dir_and_command(tmp_path):
   assert 'python -m sgdc_jax.data.prepare --dataset=isic2016' in str(err.value)
 
 
-def _write_tiny_isic2016(root, rng):
-  """A few JPEG/PNG pairs in the ISIC 2016 layout (folder names from the builder)."""
+def _write_tiny_isic2016(root, rng, lesions=False):
+  """A few JPEG/PNG pairs in the ISIC 2016 layout (folder names from the builder).
+
+  Noise images of about 30x40, or with `lesions` synthetic lesions of 96x128 (JPEGs that
+  decode well at reduced size).
+  """
   from PIL import Image
   from sgdc_jax.data.builders import Isic2016
+  from sgdc_jax.data.synthetic import generate
   masks = {}
   for split, count in (('train', 3), ('test', 3)):
     image_dir, mask_dir = (root / f for f in Isic2016.SPLIT_FOLDERS[split])
@@ -332,10 +305,14 @@ def _write_tiny_isic2016(root, rng):
     mask_dir.mkdir(parents=True)
     for k in range(count):
       name = f'ISIC_{len(masks):07d}'
-      h, w = 30 + 2 * k, 40
-      image = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
-      mask = np.zeros((h, w), np.uint8)
-      mask[5:20, 8 + k:30] = 255
+      if lesions:
+        example = generate(1, len(masks), 96, 128)
+        image, mask = example['image'], example['mask'] * 255
+      else:
+        h, w = 30 + 2 * k, 40
+        image = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+        mask = np.zeros((h, w), np.uint8)
+        mask[5:20, 8 + k:30] = 255
       Image.fromarray(image).save(image_dir / f'{name}.jpg', quality=95)
       Image.fromarray(mask).save(mask_dir / f'{name}{Isic2016.MASK_SUFFIX}.png')
       masks[name] = mask // 255
@@ -365,3 +342,45 @@ def test_tfds_isic2016_through_the_pipeline(tmp_path):
       ident = record['id'].decode() if isinstance(record['id'], bytes) else record['id']
       want = T.resize_pair(T.check_example(record)[0], masks[ident], (16, 16))[1]
       np.testing.assert_array_equal(mask, want)
+  # The JPEG bytes are decoded in the transform: record 0 (30x40 -> 16x16, shrink < 2) in
+  # full, so exactly as the reference path; records 1, 2 (32x40, 34x40) at half size.
+  reference = list(pipeline.create_eval_dataset(config, 'test', 2, process_index=0,
+                                                process_count=1, reference=True))
+  for key in batches[0]:
+    np.testing.assert_array_equal(batches[0][key][0], reference[0][key][0])
+  for got, want in zip(batches, reference):
+    np.testing.assert_array_equal(got['mask'], want['mask'])
+
+
+def _assert_close_to_full_decode(got, want):
+  """Draft-decoded batches vs full decode: same masks, images within the stated tolerance."""
+  np.testing.assert_array_equal(got['mask'], want['mask'])
+  np.testing.assert_array_equal(got['edge'], want['edge'])
+  diff = (_unnormalise(got['image']) - _unnormalise(want['image'])) * 255
+  # Looser than test_transforms' per-image bound: 16x16 outputs of 96x128 JPEGs are tiny.
+  assert np.abs(diff).mean() <= 2.0 and abs(diff.mean()) <= 0.5
+
+
+def test_tfds_jpegs_decode_at_reduced_size_deterministically(tmp_path):
+  from sgdc_jax.data.prepare import prepare
+  _write_tiny_isic2016(tmp_path / 'manual', None, lesions=True)
+  prepare('isic2016', str(tmp_path / 'manual'), str(tmp_path / 'data'))
+  config = _config(size=16)   # 96x128 -> 16x16: JPEGs decoded at 1/4 (eval), 1/2-1/4 (train)
+  config.name, config.data_dir = 'isic2016', str(tmp_path / 'data')
+  kwargs = dict(global_batch_size=3, process_index=0, process_count=1)
+  train = list(itertools.islice(pipeline.create_train_dataset(config, seed=1, **kwargs), 2))
+  reference = list(itertools.islice(
+      pipeline.create_train_dataset(config, seed=1, reference=True, **kwargs), 2))
+  for got, want in zip(train, reference):
+    _assert_close_to_full_decode(got, want)
+  evaluated = list(pipeline.create_eval_iterator(config, 'test', **kwargs))
+  reference = list(pipeline.create_eval_dataset(config, 'test', reference=True, **kwargs))
+  _assert_close_to_full_decode(evaluated[0], reference[0])
+  assert np.abs(evaluated[0]['image'] - reference[0]['image']).max() > 0  # drafted indeed
+  # Deterministic: again, and with threads computing the examples.
+  _assert_batches_equal(list(pipeline.create_eval_iterator(config, 'test', **kwargs)), evaluated)
+  config.read_threads = 2
+  _assert_batches_equal(list(pipeline.create_eval_iterator(config, 'test', **kwargs)), evaluated)
+  # data.jpeg_draft=False decodes in full: the reference result exactly.
+  config.jpeg_draft = False
+  _assert_batches_equal(list(pipeline.create_eval_iterator(config, 'test', **kwargs)), reference)
