@@ -4,7 +4,7 @@ The reference code is never part of this project: point `--reference_dir` at a f
 holds `SGE.py` and `sgdc.py` from the public repository solstice0621/SGDC. Two things are
 adjusted at import time, without editing the files:
 - `sgdc.py`'s einops pattern `(hgt*wdt)` raises an EinopsError; the intended `(hgt wdt)` is
-  substituted (DESIGN.md section 3);
+  substituted (docs/design.md section 3);
 - `timm` (only `timm.models.layers.DropPath`, unused at drop_path=0) is stubbed when absent,
   because timm needs a torchvision that matches the installed torch.
 """

@@ -1,4 +1,4 @@
-"""Independent NumPy implementations of SGE and SGDC, written from DESIGN.md sections 2-4.
+"""Independent NumPy implementations of SGE and SGDC, written from docs/design.md sections 2-4.
 
 They take weights in the reference PyTorch layout (names and OIHW shapes) and NHWC
 activations, and use float64 loops: slow and plain on purpose.
