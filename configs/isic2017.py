@@ -1,0 +1,69 @@
+"""ISIC 2017 Part 1 lesion segmentation (2000 train / 150 validation / 600 test), from scratch.
+
+Prepare the public release once as a `folder` data set (README, "Bring your own data"), e.g. the
+256x192 numbered copy (`trainx/imgxN.jpg` <-> `trainy/imgyN.jpg`):
+
+  python -m sgdc_jax.data.prepare --dataset=folder --name=isic2017 --manual_dir=DIR \
+      --images='{split}x/imgx{id}.jpg' --masks='{split}y/imgy{id}.jpg' --mask_threshold=127 \
+      --data_dir=TFDS_DIR
+
+Full size (an accelerator job: ResNet-50, D=256, 256x256 inputs, 20k steps of 16, bf16):
+
+  python -m sgdc_jax.main --config=configs/isic2017.py --workdir=runs/isic2017 \
+      --config.data.data_dir=TFDS_DIR
+  python -m sgdc_jax.main --config=configs/isic2017.py --workdir=runs/isic2017 --mode=eval \
+      --config.data.data_dir=TFDS_DIR
+
+CPU-sized variant (`:cpu`; ResNet-18, D=64, 128x128 inputs, 2000 steps of 16, fp32; about
+1-2.5 h on a 2-core CPU, see the README for the measured run):
+
+  python -m sgdc_jax.main --config=configs/isic2017.py:cpu --workdir=runs/isic2017_cpu \
+      --config.data.data_dir=TFDS_DIR
+
+Images are resized to the square network input (the 4:3 frames are stretched, as is common for
+ISIC); metrics are computed at the stored resolution. No pretrained weights are assumed (none can
+be downloaded at run time); pass `--config.model.pretrained=FILE` to start from local ones.
+Ablation: `python -m sgdc_jax.ablation --config=configs/isic2017.py:cpu --workdir=runs/abl
+--sources=structure,pooled,none --seeds=0,1`.
+"""
+
+import ml_collections
+
+from sgdc_jax import config as base
+
+VARIANTS = ("", "cpu")
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """ISIC 2017; `variant` '' (full size) or 'cpu' (see the module docstring)."""
+  if variant not in VARIANTS:
+    raise ValueError(f"configs/isic2017.py: unknown variant {variant!r}; expected one of "
+                     f"{VARIANTS} (e.g. --config=configs/isic2017.py:cpu)")
+  config = base.get_config()
+  d = config.data
+  d.name = "isic2017"
+  d.train_split, d.eval_split, d.test_split = "train", "validation", "test"
+  config.train.batch_size = 16
+  config.eval.batch_size = 16
+  config.eval.overlays = 8
+  if variant == "cpu":
+    m = config.model
+    m.encoder = "resnet18"
+    m.decoder_channels = 64
+    m.sge_bottleneck = 64
+    m.sge_mid = 64
+    d.image_size = 128
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.warmup_steps = 100
+    config.train.num_steps = 2000
+    config.train.log_every = 50
+    config.train.eval_every = 500
+    config.train.checkpoint_every = 500
+  else:
+    config.model.dtype = "bfloat16"
+    d.image_size = 256
+    config.optimizer.learning_rate = 5e-4
+    config.optimizer.warmup_steps = 500
+    config.train.num_steps = 20_000
+    config.train.eval_every = 1000
+  return config
