@@ -7,23 +7,14 @@
 Cost: 10k steps x 16 images at 256x256, ResNet-50: about 1-1.5 h on one A100.
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-def _base() -> ml_collections.ConfigDict:
-  """configs/default.py next to this file (config files are loaded by path, not as a package)."""
-  path = pathlib.Path(__file__).with_name("default.py")
-  spec = importlib.util.spec_from_file_location("sgdc_configs_default", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from sgdc_jax import config as base
 
 
 def get_config() -> ml_collections.ConfigDict:
   """ISIC 2016: see the module docstring."""
-  config = _base()
+  config = base.get_config()
   config.data.name = "isic2016"
   config.data.train_split = "train[:90%]"
   config.data.eval_split = "train[90%:]"

@@ -12,6 +12,7 @@ from sgdc_jax import _xla_flags
 _xla_flags.disable_ynn_fusion()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from sgdc_jax.models.sgdc_net import SGDCNet
 from sgdc_jax.modules.sgdc import SGDC
 from sgdc_jax.modules.sge import SGE
 from sgdc_jax.ops.aggregate import pixel_adaptive_aggregate
@@ -19,10 +20,3 @@ from sgdc_jax.ops.aggregate import pixel_adaptive_aggregate
 __version__ = '0.1.0'
 __all__ = ['SGDC', 'SGE', 'pixel_adaptive_aggregate', 'SGDCNet']
 
-
-def __getattr__(name):
-  # The network pulls in the encoders; load it only when asked for.
-  if name == 'SGDCNet':
-    from sgdc_jax.models import SGDCNet
-    return SGDCNet
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

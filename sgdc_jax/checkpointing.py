@@ -1,10 +1,13 @@
 """Orbax checkpoints (train state + Grain iterator state) and SIGTERM-triggered saves.
 
-One ``orbax.checkpoint.CheckpointManager`` per run directory with two items:
-``'state'`` (the ``TrainState`` pytree, ``StandardSave``/``StandardRestore``) and ``'data'``
-(the Grain iterator, ``grain.checkpoint.CheckpointSave``/``CheckpointRestore``, one JSON file per
-process). Retention: the latest checkpoint plus the ``keep_best`` best by validation Dice
-(checkpoints saved with ``metrics={'val_dice': ...}``).
+One `orbax.checkpoint.CheckpointManager` per run directory with two items:
+`'state'` (the `TrainState` pytree, `StandardSave`/`StandardRestore`) and `'data'`
+(the Grain iterator, `grain.checkpoint.CheckpointSave`/`CheckpointRestore`, one JSON file per
+process). Retention is Orbax's own: `AnyPreservationPolicy` of `LatestN(1)` (the latest
+checkpoint) and `BestN(keep_best)` by validation Dice (checkpoints saved with
+`metrics={'val_dice': ...}`; periodic saves without metrics are dropped once a newer one exists).
+Preemption: with several processes, `CheckpointManager.reached_preemption` (JAX's preemption
+sync service: every process reaches the same save step); with one, a local SIGTERM flag.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from typing import Any, Optional
 
 import grain
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
+from absl import flags
+
+from sgdc_jax import sharding
 
 BEST_METRIC = "val_dice"
 
@@ -28,38 +33,44 @@ def _use_distributed_barriers() -> None:
   """Makes Orbax synchronise processes through the JAX coordination service (long timeouts)
   instead of device collectives: on CPU every new collective group starts a Gloo context whose
   key exchange gives up after 30 s, too short when hosts drift apart under load."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   if "experimental_orbax_use_distributed_barrier" in flags.FLAGS:
     flags.FLAGS.experimental_orbax_use_distributed_barrier = True
 
 
+def _best_metric(metrics: dict[str, float]) -> float:
+  """Validation Dice for ranking; NaN ranks worst."""
+  v = float(metrics[BEST_METRIC])
+  return -math.inf if math.isnan(v) else v
+
+
 @dataclasses.dataclass
-class LatestAndBest:
-  """Orbax preservation policy: the latest checkpoint plus the ``keep_best`` with the highest
-  ``val_dice`` (NaN counts as worst; ties go to the later step). Periodic checkpoints without
-  metrics are dropped as soon as a newer checkpoint exists."""
-  keep_best: int
+class OnlyWithMetrics(ocp.checkpoint_managers.PreservationPolicy):
+  """Applies `policy` to the checkpoints saved with metrics; the others are not preserved by it.
 
-  def should_preserve(self, checkpoints, *, context=None):  # pylint: disable=unused-argument
-    """One bool per ``PolicyCheckpointInfo`` (``.step``, ``.metrics``)."""
-    n = len(checkpoints)
-    if n == 0:
-      return []
-    latest = max(range(n), key=lambda i: checkpoints[i].step)
+  Orbax's `BestN` keeps everything while there are at most `n` checkpoints, periodic saves
+  included; ranked among the validated checkpoints only, a periodic save is dropped as soon as
+  a newer checkpoint exists.
+  """
+  policy: ocp.checkpoint_managers.PreservationPolicy
 
-    def score(i):
-      v = float(checkpoints[i].metrics[BEST_METRIC])
-      return (-math.inf if math.isnan(v) else v, checkpoints[i].step)
-
-    scored = [i for i, c in enumerate(checkpoints)
-              if c.metrics is not None and BEST_METRIC in c.metrics]
-    keep = set(sorted(scored, key=score)[-self.keep_best:]) if self.keep_best > 0 else set()
-    keep.add(latest)
-    return [i in keep for i in range(n)]
+  def should_preserve(self, checkpoints, *, context=None):
+    """One bool per checkpoint info (`.step`, `.metrics`), oldest first."""
+    scored = [i for i, c in enumerate(checkpoints) if c.metrics is not None]
+    keep = self.policy.should_preserve([checkpoints[i] for i in scored], context=context)
+    out = [False] * len(checkpoints)
+    for i, k in zip(scored, keep):
+      out[i] = bool(k)
+    return out
 
 
+def retention_policy(keep_best: int) -> ocp.checkpoint_managers.AnyPreservationPolicy:
+  """The latest checkpoint plus the `keep_best` with the highest `val_dice` (NaN worst, ties:
+  the later step): Orbax's `LatestN(1)` or `BestN(keep_best)`."""
+  return ocp.checkpoint_managers.AnyPreservationPolicy([
+      ocp.checkpoint_managers.LatestN(n=1),
+      OnlyWithMetrics(ocp.checkpoint_managers.BestN(get_metric_fn=_best_metric, n=keep_best))])
 class Checkpointer:
   """Thin wrapper over ``ocp.CheckpointManager`` for this project's two items."""
 
@@ -74,9 +85,8 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     if jax.process_count() > 1:
       _use_distributed_barriers()
-    policy = LatestAndBest(keep_best=keep_best)
     options = ocp.CheckpointManagerOptions(
-        best_fn=lambda m: m[BEST_METRIC], best_mode="max", preservation_policy=policy,
+        best_fn=_best_metric, best_mode="max", preservation_policy=retention_policy(keep_best),
         create=not read_only, read_only=read_only, enable_async_checkpointing=True)
     self._mngr = ocp.CheckpointManager(self.directory, options=options,
                                        item_names=("state", "data"))
@@ -87,7 +97,6 @@ class Checkpointer:
 
     Asynchronous: call ``wait_until_finished`` before reading the files or exiting.
     """
-    from sgdc_jax import sharding  # pylint: disable=g-import-not-at-top
     sharding.barrier("checkpoint_save")
     items = {"state": ocp.args.StandardSave(state)}
     if data_iter is not None:
@@ -132,9 +141,9 @@ class Checkpointer:
     state, data_iter = self.restore(step, abstract_state, data_iter)
     return state, data_iter, step
 
-  def metrics(self, step: int) -> Optional[dict[str, float]]:
-    """Metrics saved with ``step`` (None if it was a periodic save)."""
-    return self._mngr.metrics(step)
+  def reached_preemption(self, step: int) -> bool:
+    """Orbax/JAX multi-process preemption consensus (False without `jax.distributed`)."""
+    return self._mngr.reached_preemption(step)
 
   def wait_until_finished(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""
@@ -146,18 +155,19 @@ class Checkpointer:
 
 
 class PreemptionFlag:
-  """Records SIGTERM and tells the train loop, consistently on every process, when to stop.
+  """Tells the train loop, consistently on every process, when to save and stop after SIGTERM.
 
-  With several processes the local flags are OR-ed across processes every ``check_every`` steps
-  (all processes must save at the same step); with one process the flag is read every step.
-  The previous SIGTERM handler is restored by ``restore()``.
+  With several processes JAX's preemption sync service (started by `jax.distributed`) catches
+  SIGTERM and `checkpointer.reached_preemption(step)` names the same step everywhere; with one
+  process (no coordination service) a local SIGTERM handler sets the flag, restored by
+  `restore()`.
   """
 
-  def __init__(self, check_every: int = 10):
+  def __init__(self, checkpointer: Optional[Checkpointer] = None):
     self._event = threading.Event()
-    self._check_every = max(int(check_every), 1)
+    self._checkpointer = checkpointer
     self._previous = None
-    if threading.current_thread() is threading.main_thread():
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handler)
 
   def _handler(self, signum, frame):  # pylint: disable=unused-argument
@@ -165,20 +175,14 @@ class PreemptionFlag:
 
   @property
   def requested(self) -> bool:
-    """Whether this process received SIGTERM."""
+    """Whether this process received SIGTERM (single process)."""
     return self._event.is_set()
 
   def should_stop(self, step: int) -> bool:
-    """True when the loop should save and stop after ``step`` (same answer on all processes)."""
-    if jax.process_count() == 1:
-      return self.requested
-    if step % self._check_every:
-      return False
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    from sgdc_jax import sharding  # pylint: disable=g-import-not-at-top
-    sharding.barrier("preemption_check")
-    flags = multihost_utils.process_allgather(np.array([self.requested], np.int32))
-    return bool(np.any(flags))
+    """True when the loop should save and stop after `step` (same answer on all processes)."""
+    if jax.process_count() > 1 and self._checkpointer is not None:
+      return self._checkpointer.reached_preemption(step)
+    return self.requested
 
   def restore(self) -> None:
     """Reinstates the SIGTERM handler that was active before."""

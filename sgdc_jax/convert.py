@@ -1,7 +1,7 @@
 """Weights from the reference PyTorch modules (and torchvision ResNets) into our variables.
 
-`torchvision_resnet_to_flax` and `load_pretrained_encoder` (encoder weights for `SGDCNet`)
-are available here too; they live in `sgdc_jax.models.resnet_convert`.
+torchvision ResNet weights for `SGDCNet`'s encoder build on this table converter:
+`sgdc_jax.models.torchvision_resnet_to_flax` and `sgdc_jax.models.load_pretrained_encoder`.
 
     state_dict = load_torch_checkpoint('sgdc_block.pth')
     variables = torch_state_dict_to_flax(state_dict, module='sgdc')
@@ -17,6 +17,7 @@ import os
 from typing import Any, Mapping, Optional
 
 import numpy as np
+from flax import traverse_util
 
 _IGNORED_SUFFIXES = ('num_batches_tracked',)
 _SGE_IGNORED = ('sobel_x.weight', 'sobel_y.weight')
@@ -120,20 +121,6 @@ def _sge_table(sd: Mapping[str, np.ndarray]):
   return table
 
 
-def _set(tree: dict, path: tuple[str, ...], value: np.ndarray) -> None:
-  for name in path[:-1]:
-    tree = tree.setdefault(name, {})
-  tree[path[-1]] = value
-
-
-def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()):
-  for name, value in tree.items():
-    if isinstance(value, Mapping):
-      yield from _flatten(value, prefix + (name,))
-    else:
-      yield prefix + (name,), value
-
-
 def convert_with_table(state_dict: Mapping[str, Any], table, ignored=(),
                        target: Optional[Mapping] = None, what: str = 'the module') -> dict:
   """Applies a (torch key, flax path, torch shape, transform) table; shared by all converters.
@@ -160,9 +147,9 @@ def convert_with_table(state_dict: Mapping[str, Any], table, ignored=(),
     problems.append('shape mismatches: ' + '; '.join(mismatched))
   if problems:
     raise ConversionError(f'state_dict does not fit {what}: ' + ' | '.join(problems))
-  out: dict = {}
-  for key, path, _, transform in table:
-    _set(out, path, np.ascontiguousarray(transform(sd[key]).astype(np.float32)))
+  out = traverse_util.unflatten_dict(
+      {path: np.ascontiguousarray(transform(sd[key]).astype(np.float32))
+       for key, path, _, transform in table})
   if target is not None:
     check_against_target(out, target)
   return out
@@ -170,8 +157,9 @@ def convert_with_table(state_dict: Mapping[str, Any], table, ignored=(),
 
 def check_against_target(converted: Mapping, target: Mapping) -> None:
   """Checks converted variables against `module.init(...)` variables: same leaves, shapes."""
-  got = dict(_flatten(converted))
-  want = {path: leaf for path, leaf in _flatten(target) if path[0] in ('params', 'batch_stats')}
+  got = traverse_util.flatten_dict(dict(converted))
+  want = {path: leaf for path, leaf in traverse_util.flatten_dict(dict(target)).items()
+          if path[0] in ('params', 'batch_stats')}
   problems = []
   missing = sorted('/'.join(p) for p in set(want) - set(got))
   extra = sorted('/'.join(p) for p in set(got) - set(want))
@@ -192,7 +180,7 @@ def torch_state_dict_to_flax(state_dict: Mapping[str, Any], module: str = 'sgdc'
   """Maps a reference PyTorch state_dict to `{'params': ..., 'batch_stats': ...}`.
 
   Args:
-    state_dict: reference parameter names (DESIGN.md section 3) to arrays or tensors,
+    state_dict: reference parameter names (docs/design.md section 3) to arrays or tensors,
       NCHW/OIHW layout.
     module: 'sgdc' (the SGDC block; kernel_source='structure') or 'sge'.
     target: optional variables from our module's `init`, to check leaf names and shapes.
@@ -210,15 +198,6 @@ def torch_state_dict_to_flax(state_dict: Mapping[str, Any], module: str = 'sgdc'
     return convert_with_table(state_dict, _sge_table(state_dict), ignored=_SGE_IGNORED,
                               target=target, what='SGE')
   raise ValueError(f"module must be 'sgdc' or 'sge', got {module!r}")
-
-
-def __getattr__(name):
-  # torchvision ResNet conversion lives with the encoder; re-exported here lazily because
-  # it builds on this module.
-  if name in ('torchvision_resnet_to_flax', 'load_pretrained_encoder'):
-    from sgdc_jax.models import resnet_convert  # pylint: disable=g-import-not-at-top
-    return getattr(resnet_convert, name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:

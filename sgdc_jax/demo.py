@@ -1,56 +1,45 @@
-"""``make demo``: train ``configs/demo.py`` on synthetic lesions, then evaluate on the test split.
+"""`make demo`: train the demo config on synthetic lesions, then evaluate on the test split.
 
   python -m sgdc_jax.demo [--workdir=runs/demo]
 
-Writes into the workdir: checkpoints, TensorBoard events, ``training_curve.png``,
-``metrics.json``, ``per_image.csv`` and ``overlays/``; prints the test metrics and where the
-outputs are. Rerunning resumes (or, when training is complete, only re-evaluates).
+The config is `sgdc_jax.config.demo_config()` (= `configs/demo.py`). Writes into the workdir:
+checkpoints, TensorBoard events, `history.jsonl`, `training_curve.png`, and the test evaluation
+in `eval/synthetic_lesions/test/step_<N>/` (`metrics.json`, `per_image.csv`, `overlays/`);
+prints the test metrics and where the outputs are. Rerunning resumes (or, when training is
+complete, only re-evaluates).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
 
 import sgdc_jax  # noqa: F401  (sets XLA flags before jax initialises)
-import argparse
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_demo_config():
-  """``configs/demo.py``'s config, locked (unknown fields are errors)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("sgdc_configs_demo",
-                                                os.path.join(REPO, "configs", "demo.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  config.lock()
-  return config
+from sgdc_jax import config as config_lib
+from sgdc_jax import evaluate, experiment, reporting, train
 
 
 def main(argv=None):
-  """Trains and evaluates the demo; returns nothing, exits non-zero on failure."""
+  """Trains and evaluates the demo; exits non-zero on failure."""
   parser = argparse.ArgumentParser(description="SGDC demo on synthetic lesions")
   parser.add_argument("--workdir", default="runs/demo", help="output directory")
   args = parser.parse_args(argv)
-  import jax  # pylint: disable=g-import-not-at-top
-  from sgdc_jax import evaluate, main as main_lib  # pylint: disable=g-import-not-at-top
   workdir = args.workdir
-  # Compiled programs are cached next to the runs, so a second demo skips XLA compilation.
-  jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.dirname(
-      os.path.abspath(workdir)), ".jax_cache"))
-  config = load_demo_config()
+  config = config_lib.demo_config()
+  experiment.enable_compilation_cache(config)
   start = time.time()
-  status = main_lib.run(config, workdir, "train")
-  if status:
-    sys.exit(status)
+  try:
+    train.train_and_evaluate(config, workdir)
+  except (config_lib.ConfigError, train.NonFiniteLossError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2 if isinstance(e, config_lib.ConfigError) else 3)
   train_time = time.time() - start
   summary = evaluate.evaluate_checkpoint(config, workdir)
   total = time.time() - start
-  main_lib.print_summary(summary, workdir)
+  reporting.print_summary(summary, summary["output_dir"])
   print(f"training curve: {os.path.join(workdir, 'training_curve.png')}")
   print(f"TensorBoard: tensorboard --logdir {workdir}")
   print(f"wall time: {total:.0f} s (training {train_time:.0f} s, test evaluation "

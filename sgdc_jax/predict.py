@@ -1,27 +1,29 @@
-"""``--mode=predict``: segment a folder of images with the best checkpoint.
+"""`--mode=predict`: segment a folder of images with the best checkpoint.
 
-Each readable image is resized and normalised exactly as the evaluation pipeline does, run through
-the network in batches of ``config.predict.batch_size`` (the last batch padded), and its
-probabilities are resized back to the original size. Outputs in ``config.predict.output_dir``:
-``<stem>.png`` (binary: 0/255; multi-class: the class label per pixel) and, with
-``config.predict.save_probabilities``, ``<stem>_prob.png`` (foreground probability x 255, or the
-max class probability x 255). Files that cannot be read as images are reported, skipped and counted.
+Each readable image (`sgdc_jax.data.image_io`: the package's one decoder and extension list;
+16-bit images are scaled to 8 bit) is resized and normalised by the evaluation pipeline's own
+transform (`pipeline.EvalTransform`), run through the network in batches of
+`config.predict.batch_size` (the last batch padded), and its probabilities are resized back to
+the original size. Outputs in `config.predict.output_dir`: `<stem>.png` (binary: 0/255;
+multi-class: the class label per pixel) and, with `config.predict.save_probabilities`,
+`<stem>_prob.png` (foreground probability x 255, or the max class probability x 255). Files that
+cannot be read as images are reported, skipped and counted.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
+
 import jax
 import ml_collections
 import numpy as np
 from PIL import Image
 
-from sgdc_jax import evaluate
+from sgdc_jax import config as config_lib
+from sgdc_jax import experiment, inference, reporting
 from sgdc_jax import sharding as shd
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+from sgdc_jax.data import image_io, pipeline
 
 
 @dataclasses.dataclass
@@ -33,35 +35,30 @@ class PredictReport:
 
 
 def list_inputs(input_dir: str) -> tuple[list[str], list[str]]:
-  """``(candidate image paths, other files)`` in ``input_dir`` (not recursive), sorted."""
+  """`(candidate image paths, other files)` in `input_dir` (not recursive), sorted."""
   images, others = [], []
   for name in sorted(os.listdir(input_dir)):
     path = os.path.join(input_dir, name)
     if not os.path.isfile(path):
       continue
-    (images if name.lower().endswith(IMAGE_EXTENSIONS) else others).append(path)
+    (images if name.lower().endswith(image_io.IMAGE_EXTENSIONS) else others).append(path)
   return images, others
 
 
 def read_image(path: str) -> np.ndarray:
-  """uint8 (H, W, 3) RGB; raises ``OSError``/``ValueError`` when the file is not a readable image."""
-  with Image.open(path) as img:
-    img.load()
-    return np.asarray(img.convert("RGB"), np.uint8)
+  """uint8 (H, W, 3) RGB; raises `ValueError` naming the file when it is not a readable image."""
+  return image_io.read_rgb(path)
 
 
 def preprocess(image: np.ndarray, data_config: ml_collections.ConfigDict) -> np.ndarray:
-  """Resize + normalise as the eval pipeline does: uint8 (H, W, 3) -> float32 (S, S, 3)."""
-  from sgdc_jax.data import pipeline, transforms  # pylint: disable=g-import-not-at-top
-  size = pipeline._image_size(data_config)  # pylint: disable=protected-access
-  dummy = np.zeros(image.shape[:2], np.uint8)
-  resized, _ = transforms.resize_pair(image, dummy, size)
-  return transforms.normalise(resized, tuple(data_config.mean), tuple(data_config.std))
+  """The eval pipeline's transform of one image: uint8 (H, W, 3) -> float32 (S, S, 3)."""
+  example = {"image": image, "mask": np.zeros(image.shape[:2], np.uint8)}
+  return pipeline.EvalTransform([example], data_config, where="predict").map(0)["image"]
 
 
 def _write(out_dir: str, stem: str, probs: np.ndarray, num_classes: int,
            save_probabilities: bool) -> str:
-  labels = evaluate.to_labels(probs, num_classes)
+  labels = inference.to_labels(probs, num_classes)
   mask = labels * 255 if num_classes == 1 else labels
   path = os.path.join(out_dir, f"{stem}.png")
   Image.fromarray(mask.astype(np.uint8)).save(path)
@@ -73,27 +70,26 @@ def _write(out_dir: str, stem: str, probs: np.ndarray, num_classes: int,
 
 
 def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictReport:
-  """Writes masks for every readable image of ``config.predict.input_dir``.
+  """Writes masks for every readable image of `config.predict.input_dir`.
 
   Returns:
-    ``PredictReport``; a summary line is printed with the number written and skipped.
+    `PredictReport`; a summary line is printed with the number written and skipped.
   Raises:
-    FileNotFoundError: no checkpoint in ``workdir/checkpoints``.
+    ConfigError: invalid config. FileNotFoundError: no checkpoint in `workdir/checkpoints`.
   """
-  from sgdc_jax import logging_utils, train  # pylint: disable=g-import-not-at-top
+  config_lib.validate_config(config, mode="predict")
   pcfg = config.predict
   out_dir = pcfg.output_dir
   os.makedirs(out_dir, exist_ok=True)
-  s = train.setup(config, load_pretrained=False)
-  state, step = evaluate.restore_for_inference(config, workdir, s.abstract_state)
+  exp = experiment.build(config)
+  state, step = experiment.restore_for_inference(exp, workdir)
   variables = state.eval_variables(use_ema=bool(config.eval.use_ema))
   num_classes = int(config.model.num_classes)
-  fn = functools.partial(evaluate.predict_probs, apply_fn=s.model.apply, num_classes=num_classes)
-  predict = jax.jit(fn, out_shardings=shd.replicated(s.mesh))
+  predict = inference.make_predict_fn(exp.model, num_classes, exp.mesh)
   paths, others = list_inputs(pcfg.input_dir)
   report = PredictReport(written=[], unreadable=[], skipped_non_image=others)
   for p in others:
-    logging_utils.log(f"predict: skipping {p}: not an image file extension")
+    reporting.log(f"predict: skipping {p}: not an image file extension")
   batch_size = int(pcfg.batch_size)
   pending: list[tuple[str, tuple[int, int], np.ndarray]] = []
 
@@ -105,11 +101,11 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
     if pad:
       images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
     # Every process feeds the same full batch; rows are split over the mesh.
-    images = jax.device_put(images, shd.data_sharding(s.mesh))
-    probs = np.asarray(jax.device_get(predict(variables, images)["probs"]))
+    images = jax.device_put(images, shd.data_sharding(exp.mesh))
+    probs = shd.global_to_host(predict(variables, images)["probs"])
     for i, (path, (h, w), _) in enumerate(pending):
-      p = evaluate.resize_probs(probs[i], h, w)
       if jax.process_index() == 0:
+        p = inference.resize_probs(probs[i], h, w)
         stem = os.path.splitext(os.path.basename(path))[0]
         report.written.append(_write(out_dir, stem, p, num_classes, bool(pcfg.save_probabilities)))
     pending.clear()
@@ -117,15 +113,15 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
   for path in paths:
     try:
       image = read_image(path)
-    except (OSError, ValueError, SyntaxError) as e:
+    except ValueError as e:
       report.unreadable.append((path, str(e)))
-      logging_utils.log(f"predict: cannot read {path}: {e}; skipped")
+      reporting.log(f"predict: cannot read {path}: {e}; skipped")
       continue
     pending.append((path, image.shape[:2], preprocess(image, config.data)))
     if len(pending) == batch_size:
       flush()
   flush()
-  logging_utils.log(
+  reporting.log(
       f"predict: wrote {len(report.written)} masks to {out_dir} (checkpoint step {step}); "
       f"{len(report.unreadable)} unreadable image(s) skipped, "
       f"{len(report.skipped_non_image)} non-image file(s) ignored")

@@ -13,10 +13,14 @@ One code path for 1 CPU, simulated CPU devices, several JAX processes, GPUs and 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import collections
+import json
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
+from jax._src import distributed  # the coordination-service client, for `barrier`
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -144,7 +148,6 @@ def global_to_host(x: jax.Array) -> np.ndarray:
   """Full value of a (possibly multi-process) global array as NumPy on every process."""
   if jax.process_count() == 1:
     return np.asarray(jax.device_get(x))
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
@@ -161,9 +164,72 @@ def barrier(name: str, timeout_s: int = 900) -> None:
   """
   if jax.process_count() == 1:
     return
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top
   client = distributed.global_state.client
   if client is None:
     return
   _BARRIERS[0] += 1
   client.wait_at_barrier(f"sgdc_{name}_{_BARRIERS[0]}", timeout_in_ms=int(timeout_s * 1000))
+
+
+class DevicePrefetcher:
+  """Iterator of global device batches that keeps `size` batches on the devices ahead of use.
+
+  `jax.make_array_from_process_local_data` (via `host_to_global`) starts each host-to-device
+  copy as soon as the batch is read, so step k's input is already on the devices while step
+  k - 1 runs; nothing here waits for the devices.
+
+  Checkpointing: the wrapped Grain iterator has already produced the queued batches, so its own
+  state is ahead of the training loop. `get_state()` returns the state the iterator had before
+  the next batch this object will return (bytes of the Grain JSON state), which is what a
+  checkpoint of the current step must hold; pass this object to
+  `grain.checkpoint.CheckpointSave`. Restore into the plain Grain iterator before wrapping it.
+  """
+
+  def __init__(self, iterator: Any, mesh: jax.sharding.Mesh, size: int = 2):
+    self._it = iterator
+    self._mesh = mesh
+    self._size = max(int(size), 1)
+    self._queue: collections.deque = collections.deque()
+
+  def _fill(self) -> None:
+    while len(self._queue) < self._size:
+      state = self._it.get_state()
+      try:
+        host = next(self._it)
+      except StopIteration:
+        return
+      self._queue.append((state, host_to_global(host, self._mesh)))
+
+  def __iter__(self) -> Iterator[dict[str, jax.Array]]:
+    return self
+
+  def __next__(self) -> dict[str, jax.Array]:
+    self._fill()
+    if not self._queue:
+      raise StopIteration
+    _, batch = self._queue.popleft()
+    self._fill()
+    return batch
+
+  def peek(self) -> dict[str, jax.Array]:
+    """The batch the next `next()` returns, without consuming it."""
+    self._fill()
+    return self._queue[0][1]
+
+  def get_state(self) -> bytes:
+    """Grain state of the wrapped iterator positioned at the next batch returned here."""
+    state = self._queue[0][0] if self._queue else self._it.get_state()
+    return json.dumps(state, indent=4).encode()
+
+  def set_state(self, state: bytes) -> None:
+    """Repositions the wrapped iterator (drops the queued batches)."""
+    self._queue.clear()
+    self._it.set_state(json.loads(state))
+
+  def start_prefetch(self) -> None:
+    """Called by Grain's checkpoint handler after a restore; batches are read lazily."""
+
+
+def prefetch_to_device(iterator: Any, mesh: jax.sharding.Mesh, size: int = 2) -> DevicePrefetcher:
+  """Wraps a Grain iterator of per-process host batches; see `DevicePrefetcher`."""
+  return DevicePrefetcher(iterator, mesh, size)

@@ -5,25 +5,33 @@ the optimizer and the loss are bound with ``functools.partial`` and the result i
 explicit shardings (state: per-leaf ``NamedSharding``s; batch: split over ``'data'``; metrics:
 replicated) and the state donated. The same code runs on one CPU, simulated CPU devices, several
 processes, GPUs and TPUs.
+
+The loop never waits on the host between steps: batches are put on the devices ahead of use
+(``sharding.prefetch_to_device``), the step metrics are merged on the device into a
+``clu.metrics.Collection`` and fetched only at ``train.log_every`` steps, before a checkpoint
+and before validation.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import time
 from typing import Any, Callable, Optional
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
+from clu import metrics as clu_metrics
 
+from sgdc_jax import checkpointing, experiment, inference, losses, reporting
+from sgdc_jax import config as config_lib
 from sgdc_jax import sharding as shd
 from sgdc_jax import train_state as ts
+from sgdc_jax.data import pipeline
 
 LossFn = Callable[[dict[str, jax.Array], dict[str, jax.Array]], tuple[jax.Array, dict[str, Any]]]
 
@@ -51,7 +59,8 @@ def train_step(state: ts.TrainState, batch: dict[str, jax.Array], *, apply_fn: C
       run draws the same randomness as an uninterrupted one.
   Returns:
     ``(new_state, metrics)``; metrics are float32 scalars: 'loss', the aux entries,
-    'grad_norm', 'learning_rate' and 'finite' (1.0 if the loss and gradients were finite).
+    'grad_norm', 'learning_rate' and 'finite' (1.0 if the loss and gradients were finite), and
+    the int32 'step' this update counts as (``state.step + 1``).
     A non-finite step leaves the state unchanged (the caller stops training).
   """
   dropout_key = jax.random.fold_in(jax.random.key(seed), state.step)
@@ -80,7 +89,7 @@ def train_step(state: ts.TrainState, batch: dict[str, jax.Array], *, apply_fn: C
   new_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_state, state)
   metrics = {"loss": loss.astype(jnp.float32), "grad_norm": grad_norm.astype(jnp.float32),
              "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
-             "finite": finite.astype(jnp.float32)}
+             "finite": finite.astype(jnp.float32), "step": state.step + 1}
   metrics.update({k: jnp.asarray(v, jnp.float32) for k, v in aux.items()})
   return new_state, metrics
 
@@ -92,207 +101,244 @@ def jit_train_step(step_fn: Callable, state_shardings: Any,
                  out_shardings=(state_shardings, shd.replicated(mesh)), donate_argnums=(0,))
 
 
-@dataclasses.dataclass
-class Setup:
-  """What the train/eval/predict modes share: mesh, model, state and its shardings."""
-  mesh: jax.sharding.Mesh
-  model: Any
-  tx: optax.GradientTransformation
-  schedule: optax.Schedule
-  state: ts.TrainState
-  shardings: Any
-  abstract_state: Any
-
-
-def setup(config: ml_collections.ConfigDict, *, load_pretrained: bool = True) -> Setup:
-  """Builds mesh, model, optimizer and the sharded initial state from ``config``."""
-  from sgdc_jax import models  # pylint: disable=g-import-not-at-top
-  mesh = shd.make_mesh(config.mesh.data)
-  model = models.build_model(config.model)
-  tx = ts.create_optimizer(config.optimizer, config.train.num_steps)
-  schedule = ts.learning_rate_schedule(config.optimizer, config.train.num_steps)
-  size = config.data.image_size
-  ema = float(config.optimizer.ema_decay) > 0
-
-  def init_variables():
-    dummy = jnp.zeros((1, size, size, 3), jnp.float32)
-    return model.init({"params": jax.random.key(config.seed)}, dummy, train=False)
-
-  init_fn = lambda: ts.create_train_state(init_variables(), tx, ema)
-  state, shardings = shd.create_sharded_state(init_fn, mesh, fsdp=config.mesh.fsdp,
-                                              min_size=config.mesh.fsdp_min_size)
-  if load_pretrained and config.model.pretrained:
-    variables = jax.device_get(state.eval_variables(use_ema=False))
-    variables = models.load_pretrained_encoder(variables, config.model.pretrained)
-    state = jax.jit(lambda v: ts.create_train_state(v, tx, ema), out_shardings=shardings)(
-        variables)
-  abstract = shd.abstract_with_shardings(jax.eval_shape(lambda: state), shardings)
-  return Setup(mesh, model, tx, schedule, state, shardings, abstract)
-
-
 def make_loss_fn(config: ml_collections.ConfigDict) -> LossFn:
   """``(outputs, batch) -> (loss, aux)`` from ``sgdc_jax.losses.total_loss`` and the config."""
-  from sgdc_jax import losses  # pylint: disable=g-import-not-at-top
   return functools.partial(losses.total_loss, num_classes=config.model.num_classes,
                            lambda_edge=float(config.loss.lambda_edge))
 
 
-def _append_history(path: str, record: dict[str, Any]) -> None:
-  if jax.process_index() == 0:
-    with open(path, "a", encoding="utf-8") as f:
-      f.write(json.dumps(record) + "\n")
+def make_train_step(exp: experiment.Experiment) -> Callable:
+  """The jitted ``(state, batch) -> (state, metrics)`` step of ``exp`` (state donated)."""
+  config = exp.config
+  fn = functools.partial(train_step, apply_fn=exp.model.apply, loss_fn=make_loss_fn(config),
+                         tx=exp.tx, schedule=exp.schedule,
+                         ema_decay=float(config.optimizer.ema_decay), seed=int(config.seed))
+  return jit_train_step(fn, exp.shardings, exp.mesh)
 
 
-def _truncate_history(path: str, last_step: int) -> None:
-  """Drops history lines after ``last_step`` (steps repeated after a resume)."""
-  if jax.process_index() != 0 or not os.path.exists(path):
-    return
-  with open(path, encoding="utf-8") as f:
-    rows = [json.loads(l) for l in f if l.strip()]
-  with open(path, "w", encoding="utf-8") as f:
-    for r in rows:
-      if r["step"] <= last_step:
-        f.write(json.dumps(r) + "\n")
+_NO_STEP = int(jnp.iinfo(jnp.int32).max)
+
+
+@flax.struct.dataclass
+class FirstNonFinite(clu_metrics.Metric):
+  """The first step whose loss or gradients were not finite (``_NO_STEP`` when none)."""
+  step: jax.Array
+
+  @classmethod
+  def empty(cls) -> "FirstNonFinite":
+    return cls(step=jnp.array(_NO_STEP, jnp.int32))
+
+  @classmethod
+  def from_model_output(cls, finite: jax.Array, step: jax.Array, **_) -> "FirstNonFinite":
+    return cls(step=jnp.where(finite > 0, _NO_STEP, step).astype(jnp.int32))
+
+  def merge(self, other: "FirstNonFinite") -> "FirstNonFinite":
+    return type(self)(step=jnp.minimum(self.step, other.step))
+
+  def compute(self) -> jax.Array:
+    return self.step
+
+
+class MetricWindow:
+  """Step metrics merged on the device (a ``clu.metrics.Collection``) until fetched.
+
+  ``add`` only dispatches a tiny jitted merge; ``first_non_finite`` and ``fetch`` are the only
+  places that wait for the devices.
+  """
+
+  def __init__(self, names: list[str], mesh: jax.sharding.Mesh):
+    self.collection = clu_metrics.Collection.create(
+        first_non_finite=FirstNonFinite,
+        **{n: clu_metrics.Average.from_output(n) for n in names})
+    rep = shd.replicated(mesh)
+    self._empty = jax.jit(self.collection.empty, out_shardings=rep)
+    self._merge = jax.jit(
+        lambda acc, m: acc.merge(self.collection.single_from_model_output(**m)),
+        out_shardings=rep)
+    self._compute = jax.jit(lambda acc: acc.compute())
+    self.acc = self._empty()
+
+  def add(self, step_metrics: dict[str, jax.Array]) -> None:
+    """Merges one step's metrics (no host wait)."""
+    self.acc = self._merge(self.acc, step_metrics)
+
+  def first_non_finite(self) -> Optional[int]:
+    """The first non-finite step merged since the last ``fetch``, or None (waits)."""
+    step = int(jax.device_get(self.acc.first_non_finite.step))
+    return None if step == _NO_STEP else step
+
+  def fetch(self) -> tuple[dict[str, float], Optional[int]]:
+    """``(means since the last fetch, first non-finite step or None)``; starts a new window."""
+    values = jax.device_get(self._compute(self.acc))
+    self.acc = self._empty()
+    step = int(values.pop("first_non_finite"))
+    return {k: float(v) for k, v in values.items()}, (None if step == _NO_STEP else step)
 
 
 @dataclasses.dataclass
 class TrainResult:
-  """What ``train_and_evaluate`` returns."""
+  """What ``train_and_evaluate`` returns.
+
+  Attributes:
+    state: the final (or preempted) state.
+    train_iter: the data iterator, positioned at the next unused batch.
+    step: the last step run.
+    preempted: stopped by SIGTERM after saving ``step``.
+    last_val: the last validation summary (None without validation).
+    compile_s: seconds to compile the train step; loop_s: seconds of the step loop
+      (validation and checkpoint saves included).
+  """
   state: ts.TrainState
   train_iter: Any
   step: int
   preempted: bool
   last_val: Optional[dict[str, Any]]
+  compile_s: float = 0.0
+  loop_s: float = 0.0
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       step_callback: Optional[Callable[[int], None]] = None) -> TrainResult:
+                       step_callback: Optional[Callable[[int], None]] = None,
+                       run_eval: bool = True) -> TrainResult:
   """Trains ``config.train.num_steps`` steps, evaluating and checkpointing periodically.
 
-  Resumes from the latest checkpoint in ``workdir/checkpoints`` when one exists. A SIGTERM makes
-  the loop save a checkpoint at the current step and return with ``preempted=True``.
+  Validates ``config``, writes it to ``workdir/config.json`` and resumes from the latest
+  checkpoint in ``workdir/checkpoints`` when one exists. A SIGTERM makes the loop save a
+  checkpoint at the current step and return with ``preempted=True``.
+
+  NaN/Inf handling without a per-step host wait: ``train_step`` never applies a non-finite
+  update (the state stays as it was), and each step's 'finite' flag and step number are merged
+  on the device into ``FirstNonFinite``. The metrics are fetched at every ``log_every`` step and,
+  whatever ``log_every`` is, before every checkpoint save and validation: a checkpoint is only
+  written after a fetched check has shown every step since the previous check finite. So the
+  newest checkpoint is always a good state, and the error names the first bad step even when it
+  lies between two fetches.
 
   Args:
-    config: a validated config (see ``config_validation.validate_config``).
+    config: a config like ``sgdc_jax.config.get_config()``.
     workdir: output directory (checkpoints, TensorBoard events, history, curve).
     step_callback: optional hook called with the step number after every step (tests).
+    run_eval: False skips validation (benchmarks); the final checkpoint is still saved.
   Returns:
     ``TrainResult``.
   Raises:
-    NonFiniteLossError: on a NaN/Inf loss, naming the step; checkpoints already written
-      (the last good state) are kept and nothing is saved for the bad step.
+    ConfigError: invalid config (nothing is computed).
+    NonFiniteLossError: on a NaN/Inf loss or gradient, naming the step; checkpoints already
+      written (the last good state) are kept and nothing is saved after the bad step.
   """
-  from sgdc_jax import checkpointing, evaluate, logging_utils  # pylint: disable=g-import-not-at-top
-  from sgdc_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-
+  config_lib.validate_config(config, mode="train")
   os.makedirs(workdir, exist_ok=True)
-  s = setup(config)
-  step_fn = functools.partial(train_step, apply_fn=s.model.apply, loss_fn=make_loss_fn(config),
-                              tx=s.tx, schedule=s.schedule,
-                              ema_decay=float(config.optimizer.ema_decay), seed=int(config.seed))
-  p_train_step = jit_train_step(step_fn, s.shardings, s.mesh)
-  train_iter = pipeline.create_train_iterator(
+  if jax.process_index() == 0:
+    config_lib.write_config(config, workdir)
+  exp = experiment.build(config)
+  p_train_step = make_train_step(exp)
+  grain_iter = pipeline.create_train_iterator(
       config.data, config.train.batch_size, seed=int(config.seed),
       process_index=jax.process_index(), process_count=jax.process_count())
-
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+  ckpt = checkpointing.Checkpointer(experiment.checkpoint_dir(workdir),
                                     keep_best=config.train.keep_best)
-  state = s.state
-  start = 0
-  restored = ckpt.restore_latest(s.abstract_state, train_iter)
-  if restored is not None:
-    state, train_iter, start = restored
-    logging_utils.log(f"resumed from step {start} in {ckpt.directory}")
-  history_path = os.path.join(workdir, "history.jsonl")
-  _truncate_history(history_path, start)
+  start = ckpt.latest_step()
+  if start is None:
+    start = 0
+    state = experiment.init_state(exp)
+  else:
+    state, grain_iter = ckpt.restore(start, exp.abstract_state, grain_iter)
+    reporting.log(f"resumed from step {start} in {ckpt.directory}")
+  batches = shd.prefetch_to_device(grain_iter, exp.mesh, config.train.prefetch_to_device)
 
   num_steps = int(config.train.num_steps)
-  writer = logging_utils.create_writer(workdir)
+  writer = reporting.create_writer(workdir, start)
   if start == 0:
-    logging_utils.write_hparams(writer, config)
-  hooks = logging_utils.create_hooks(config, workdir, writer, num_steps)
-  eval_runner = evaluate.Evaluator(config, s.model, s.mesh)
-  sigterm = checkpointing.PreemptionFlag(check_every=config.train.preemption_check_every)
+    reporting.write_hparams(writer, config)
+  hooks = reporting.create_hooks(config, workdir, writer)
+  scorer = inference.Scorer(config, exp.model, exp.mesh) if run_eval else None
+  preemption = checkpointing.PreemptionFlag(ckpt)
 
-  acc: dict[str, float] = {}
-  acc_n = 0
+  def check_finite(bad: Optional[int]) -> None:
+    if bad is not None:
+      raise NonFiniteLossError(
+          f"non-finite loss or gradient at step {bad}; training stopped. The last good "
+          f"checkpoint (step {ckpt.latest_step()}) is kept in {ckpt.directory}.")
+
   last_val = None
   step = start
   preempted = False
-  bar = logging_utils.progress_bar(num_steps, start)
-  last_log = [start, time.time()]
-  first_batch = None
+  bar = reporting.progress_bar(num_steps, start)
+  compile_s = 0.0
+  window = None
   if start < num_steps:
     # Compile ahead, then line the processes up: the first collective must not wait on a
     # process that is still compiling (CPU Gloo contexts give up after 30 s).
-    first_batch = shd.host_to_global(next(train_iter), s.mesh)
-    p_train_step = p_train_step.lower(state, first_batch).compile()
+    t0 = time.perf_counter()
+    lowered = p_train_step.lower(state, batches.peek())
+    names = sorted(k for k in lowered.out_info[1] if k not in ("finite", "step"))
+    p_train_step = lowered.compile()
+    compile_s = time.perf_counter() - t0
+    window = MetricWindow(names, exp.mesh)
   shd.barrier("train_start")
+  loop_start = time.perf_counter()
+  last_log = [start, time.perf_counter()]
   try:
     for step in range(start + 1, num_steps + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        if first_batch is not None:
-          batch, first_batch = first_batch, None
-        else:
-          batch = shd.host_to_global(next(train_iter), s.mesh)
-        state, metrics = p_train_step(state, batch)
-      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      if not metrics.pop("finite") or not np.isfinite(metrics["loss"]):
-        raise NonFiniteLossError(
-            f"non-finite loss ({metrics['loss']}) at step {step}; training stopped. The last "
-            f"good checkpoint (step {ckpt.latest_step()}) is kept in {ckpt.directory}.")
-      for k, v in metrics.items():
-        acc[k] = acc.get(k, 0.0) + v
-      acc_n += 1
+        state, metrics = p_train_step(state, next(batches))
+      window.add(metrics)
       for h in hooks:
         h(step)
-      if bar is not None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-      if step % config.train.log_every == 0 or step == num_steps:
-        means = {f"train/{k}": v / acc_n for k, v in acc.items()}
-        writer.write_scalars(step, means)
-        now = time.time()
-        rate = (step - last_log[0]) / max(now - last_log[1], 1e-9)
-        last_log[:] = [step, now]
-        if bar is None:
-          logging_utils.log(f"step {step}/{num_steps}: loss {means['train/loss']:.4f}, "
-                            f"lr {means['train/learning_rate']:.2e}, {rate:.2f} steps/s")
-        _append_history(history_path, {"step": step, "loss": means["train/loss"]})
-        acc, acc_n = {}, 0
       is_last = step == num_steps
-      val = None
-      if (config.train.eval_every and step % config.train.eval_every == 0) or is_last:
-        val = eval_runner.evaluate(state, config.data.eval_split)
-        last_val = val
-        writer.write_scalars(step, {f"val/{k}": v for k, v in val["mean"].items()
+      checked = False
+      if step % config.train.log_every == 0 or is_last:
+        means, bad = window.fetch()
+        check_finite(bad)
+        checked = True
+        writer.write_scalars(step, means)
+        now = time.perf_counter()
+        rate = (step - last_log[0]) / max(now - last_log[1], 1e-9)
+        if bar is not None:
+          bar.update(step - last_log[0])
+          bar.set_postfix(loss=f"{means['loss']:.4f}")
+        else:
+          reporting.log(f"step {step}/{num_steps}: loss {means['loss']:.4f}, "
+                        f"lr {means['learning_rate']:.2e}, {rate:.2f} steps/s")
+        last_log[:] = [step, now]
+      do_eval = run_eval and ((config.train.eval_every and step % config.train.eval_every == 0)
+                              or is_last)
+      do_save = do_eval or is_last or (
+          config.train.checkpoint_every and step % config.train.checkpoint_every == 0)
+      if do_save and not checked:
+        check_finite(window.first_non_finite())
+        checked = True
+      val_metrics = None
+      if do_eval:
+        _, last_val = scorer.score(state, config.data.eval_split)
+        mean = last_val["mean"]
+        writer.write_scalars(step, {f"val_{k}": v for k, v in mean.items()
                                     if isinstance(v, (int, float))})
-        _append_history(history_path, {"step": step, "val_dice": val["mean"].get("dice"),
-                                       "val_hd95": val["mean"].get("hd95")})
-        logging_utils.log(f"step {step}: val dice {val['mean'].get('dice'):.4f} "
-                          f"hd95 {val['mean'].get('hd95')}")
-      if val is not None:
-        ckpt.save(step, state, train_iter, metrics={"val_dice": float(val["mean"]["dice"])})
-      elif (config.train.checkpoint_every and step % config.train.checkpoint_every == 0):
-        ckpt.save(step, state, train_iter)
+        reporting.log(f"step {step}: val dice {mean.get('dice'):.4f} hd95 {mean.get('hd95')}")
+        val_metrics = {checkpointing.BEST_METRIC: float(mean["dice"])}
+      if do_save:
+        ckpt.save(step, state, batches, metrics=val_metrics)
       if step_callback is not None:
         step_callback(step)
-      if sigterm.should_stop(step):
-        if step not in ckpt.all_steps():
-          ckpt.save(step, state, train_iter)
+      if preemption.should_stop(step):
+        if not do_save:
+          check_finite(window.first_non_finite())
+          ckpt.save(step, state, batches)
         ckpt.wait_until_finished()
-        logging_utils.log(f"SIGTERM: saved step {step} to {ckpt.directory}; rerun the same "
-                          f"command to resume")
+        reporting.log(f"SIGTERM: saved step {step} to {ckpt.directory}; rerun the same "
+                      f"command to resume")
         preempted = True
         break
   finally:
     if bar is not None:
       bar.close()
-    sigterm.restore()
+    preemption.restore()
     ckpt.wait_until_finished()
     writer.flush()
+  loop_s = time.perf_counter() - loop_start
   if not preempted and jax.process_index() == 0:
-    evaluate.plot_training_curve(history_path, os.path.join(workdir, "training_curve.png"))
+    reporting.plot_training_curve(os.path.join(workdir, reporting.HISTORY),
+                                  os.path.join(workdir, "training_curve.png"))
   ckpt.close()
-  return TrainResult(state=state, train_iter=train_iter, step=step, preempted=preempted,
-                     last_val=last_val)
+  return TrainResult(state=state, train_iter=batches, step=step, preempted=preempted,
+                     last_val=last_val, compile_s=compile_s, loop_s=loop_s)

@@ -16,11 +16,11 @@ from test_train import run_script  # pylint: disable=wrong-import-order
 def test_retention_policy_latest_plus_best():
   info = lambda step, dice: type("Info", (), {"step": step, "metrics": None if dice is None
                                               else {"val_dice": dice}})()
-  policy = checkpointing.LatestAndBest(keep_best=2)
+  policy = checkpointing.retention_policy(keep_best=2)   # Orbax LatestN(1) | BestN(2)
   cps = [info(1, None), info(2, 0.4), info(3, float("nan")), info(4, None)]
-  assert policy.should_preserve(cps) == [False, True, True, True]
+  assert policy.should_preserve(cps, context=None) == [False, True, True, True]
   cps.append(info(5, 0.5))
-  assert policy.should_preserve(cps) == [False, True, False, False, True]
+  assert policy.should_preserve(cps, context=None) == [False, True, False, False, True]
 
 
 def test_checkpointer_keeps_latest_and_best_k(tmp_path):

@@ -10,7 +10,7 @@ import sgdc_jax  # noqa: F401  (XLA flags before jax)
 import ml_collections
 import pytest
 
-from sgdc_jax import config_validation as cv
+from sgdc_jax import config as cv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ("default", "isic", "isic2016", "ph2", "conic", "demo")
@@ -28,7 +28,7 @@ def load(name):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_configs_share_default_fields(name):
   base, cfg = load("default"), load(name)
-  flat = lambda c: set(cv._leaves(c))  # pylint: disable=protected-access
+  flat = lambda c: set(cv.flatten(c))
   assert flat(cfg) == flat(base)
 
 
@@ -94,6 +94,25 @@ def test_predict_needs_existing_input_dir(tmp_path):
   cfg.predict.input_dir = str(tmp_path / "missing")
   cfg.predict.output_dir = str(tmp_path / "out")
   assert "does not exist" in _message(cfg, mode="predict")
+
+
+def test_config_files_overlay_the_package_base():
+  # No file-path loading: every config file imports sgdc_jax.config; the demo is the package's.
+  for name in CONFIGS:
+    with open(os.path.join(REPO, "configs", f"{name}.py")) as f:
+      text = f.read()
+    assert "from sgdc_jax import config as base" in text and "spec_from_file_location" not in text
+  assert load("demo").to_dict() == cv.demo_config().to_dict()
+  assert load("default").to_dict() == cv.get_config().to_dict()
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_configs_are_locked_and_name_a_typo(name):
+  cfg = load(name)
+  with pytest.raises(AttributeError, match="batch_sise"):
+    cfg.train.batch_sise = 8
+  with pytest.raises(AttributeError, match="lerning_rate"):
+    cfg.optimizer.lerning_rate = 1.0
 
 
 def test_write_config_round_trips(tmp_path):

@@ -11,7 +11,7 @@ import sgdc_jax  # noqa: F401  (XLA flags before jax)
 import numpy as np
 import pytest
 
-from sgdc_jax import main as main_lib
+from sgdc_jax import experiment
 
 from test_train import CACHE, REPO, TINY, run_script  # pylint: disable=wrong-import-order
 
@@ -54,13 +54,13 @@ def free_port():
 
 
 def test_multiprocess_env_detection():
-  assert main_lib.multiprocess_from_env({}) is None
-  assert main_lib.multiprocess_from_env({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2",
+  assert experiment.multiprocess_from_env({}) is None
+  assert experiment.multiprocess_from_env({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2",
                                          "JAX_PROCESS_ID": "1"}) == {
       "coordinator_address": "h:1", "num_processes": 2, "process_id": 1}
-  assert main_lib.multiprocess_from_env({"SLURM_NTASKS": "4", "SLURM_PROCID": "0"}) == {}
-  assert main_lib.multiprocess_from_env({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
-  assert main_lib.multiprocess_from_env({"TPU_WORKER_HOSTNAMES": "a,b"}) == {}
+  assert experiment.multiprocess_from_env({"SLURM_NTASKS": "4", "SLURM_PROCID": "0"}) == {}
+  assert experiment.multiprocess_from_env({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
+  assert experiment.multiprocess_from_env({"TPU_WORKER_HOSTNAMES": "a,b"}) == {}
 
 
 @pytest.mark.slow

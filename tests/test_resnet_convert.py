@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from sgdc_jax.models.resnet import ResNet
-from sgdc_jax.models.resnet_convert import (load_pretrained_encoder, read_state_dict,
-                                            torchvision_resnet_to_flax)
+from sgdc_jax.convert import load_torch_checkpoint as read_state_dict
+from sgdc_jax.models.resnet_convert import load_pretrained_encoder, torchvision_resnet_to_flax
 
 EPS = 1e-5
 

@@ -26,13 +26,12 @@ CACHE = os.path.join(tempfile.gettempdir(), "sgdc_jax_test_xla_cache")
 
 # Tiny SGDCNet + tiny synthetic data, shared by the end-to-end subprocess scripts.
 TINY = textwrap.dedent("""
-    import importlib.util, json, os, sys
+    import json, os, sys
     import numpy as np
     import jax
+    from sgdc_jax import config as config_lib
     def tiny_config():
-      spec = importlib.util.spec_from_file_location('d', os.path.join(%r, 'configs', 'default.py'))
-      m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
-      c = m.get_config()
+      c = config_lib.get_config()
       mc = c.model
       mc.encoder = 'resnet18'; mc.decoder_channels = 16; mc.sge_bottleneck = 16; mc.sge_mid = 16
       mc.guide_channels = 4; mc.num_heads = 2; mc.n_blocks = 1
@@ -45,7 +44,7 @@ TINY = textwrap.dedent("""
       c.eval.batch_size = 2; c.eval.overlays = 2
       c.optimizer.warmup_steps = 1
       return c
-""") % REPO
+""")
 
 
 def run_script(body: str, devices: int = 1, timeout: int = 600) -> dict:
@@ -198,12 +197,14 @@ def test_nan_loss_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path):
 def test_eval_counts_every_example_once_with_non_dividing_batch(tmp_path):
   out = run_script(f"""
     import csv
-    from sgdc_jax import train, evaluate
+    from sgdc_jax import experiment, inference, reporting
     c = tiny_config()
     c.eval.batch_size = 2      # 5 validation records: batches 2 + 2 + (1 + padding)
-    s = train.setup(c)
-    ev = evaluate.Evaluator(c, s.model, s.mesh)
-    summary = ev.evaluate(s.state, 'validation', out_dir={str(tmp_path)!r}, overlays=2)
+    exp = experiment.build(c)
+    scorer = inference.Scorer(c, exp.model, exp.mesh)
+    rows, summary = scorer.score(experiment.init_state(exp), 'validation',
+                                 visit=reporting.overlay_writer({str(tmp_path)!r}, 2))
+    reporting.write_eval_outputs({str(tmp_path)!r}, rows, summary)
     rows = list(csv.DictReader(open(os.path.join({str(tmp_path)!r}, 'per_image.csv'))))
     js = json.load(open(os.path.join({str(tmp_path)!r}, 'metrics.json')))
     print('RESULT' + json.dumps({{'n': summary['n_images'], 'idx': [int(r['index']) for r in rows],
@@ -215,3 +216,68 @@ def test_eval_counts_every_example_once_with_non_dividing_batch(tmp_path):
   assert len(set(out["ids"])) == 5
   assert {"mean", "std", "n_images", "empty", "hd95_convention"} <= set(out["keys"])
   assert len(out["overlays"]) == 2 and all(f.endswith(".png") for f in out["overlays"])
+
+
+@pytest.mark.slow
+def test_deferred_metric_fetch_stops_on_nan_with_last_good_checkpoint(tmp_path):
+  # log_every > num_steps: metrics are fetched only before checkpoint saves (every 2 steps), so
+  # the loop dispatches step 3 (NaN) without waiting; the check before the step-4 save finds it.
+  out = run_script(f"""
+    from sgdc_jax import train, checkpointing
+    from sgdc_jax.data import pipeline
+    import itertools
+    counter = itertools.count(1)
+    def poison(batch):    # batches of steps 3, 4, ... contain a NaN pixel
+      if next(counter) >= 3:
+        batch = dict(batch); batch['image'] = batch['image'].copy()
+        batch['image'][0, 0, 0, 0] = np.nan
+      return batch
+    def poisoned(*a, **k):
+      return iter(pipeline.create_train_dataset(*a, **k).map(poison))
+    pipeline.create_train_iterator = poisoned
+    c = tiny_config()
+    c.train.num_steps = 6; c.train.log_every = 100; c.train.checkpoint_every = 2
+    c.train.prefetch_to_device = 3
+    calls = []
+    try:
+      train.train_and_evaluate(c, {str(tmp_path)!r}, step_callback=calls.append)
+      msg = None
+    except train.NonFiniteLossError as e:
+      msg = str(e)
+    ck = checkpointing.Checkpointer(os.path.join({str(tmp_path)!r}, 'checkpoints'), read_only=True)
+    print('RESULT' + json.dumps({{'msg': msg, 'steps': ck.all_steps(), 'calls': calls}}))
+  """)
+  assert out["msg"] is not None and "step 3" in out["msg"], out
+  assert "step 2" in out["msg"]            # names the last good checkpoint
+  assert out["steps"] == [2], out          # nothing saved at or after the bad step
+  assert out["calls"] == [1, 2, 3], out    # step 3 ran without a host wait; caught before saving 4
+
+
+@pytest.mark.slow
+def test_deferred_fetch_trains_exactly_like_fetching_every_step(tmp_path):
+  out = run_script(f"""
+    from sgdc_jax import train
+    finals, history = [], []
+    for log_every in (1, 3):
+      c = tiny_config()
+      c.train.log_every = log_every; c.train.checkpoint_every = 0
+      work = os.path.join({str(tmp_path)!r}, f'log{{log_every}}')
+      r = train.train_and_evaluate(c, work, run_eval=False)
+      finals.append([np.asarray(x).tolist() for x in
+                     jax.tree.leaves(jax.device_get((r.state.params, r.state.batch_stats)))])
+      history.append([json.loads(l) for l in open(os.path.join(work, 'history.jsonl'))
+                      if '"loss"' in l])
+    print('RESULT' + json.dumps({{'finals': finals, 'history': history}}))
+  """)
+  a, b = out["finals"]
+  assert len(a) == len(b) > 10
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  every, deferred = out["history"]
+  assert [r["step"] for r in every] == [1, 2, 3, 4]
+  assert [r["step"] for r in deferred] == [3, 4]
+  # The deferred window's logged loss is the mean of the per-step losses it covers.
+  np.testing.assert_allclose(deferred[0]["loss"], np.mean([r["loss"] for r in every[:3]]),
+                             rtol=1e-6)
+  np.testing.assert_allclose(deferred[1]["loss"], every[3]["loss"], rtol=1e-6)
+  assert np.isfinite([r["loss"] for r in every]).all()

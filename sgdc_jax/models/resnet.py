@@ -24,6 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sgdc_jax.modules.layers import batch_norm
+
 # depth -> (block kind, blocks per stage)
 RESNET_SPECS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     18: ('basic', (2, 2, 2, 2)),
@@ -57,11 +59,6 @@ def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any) -> nn.
                  param_dtype=jnp.float32, kernel_init=_conv_init, name=name)
 
 
-def _bn(train: bool, name: str, dtype: Any) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      dtype=dtype, param_dtype=jnp.float32, name=name)
-
-
 class BasicBlock(nn.Module):
   """Two 3x3 convs with an identity (or 1x1-conv + BN) shortcut; output `features` channels.
 
@@ -80,12 +77,12 @@ class BasicBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """(B, H, W, Cin) -> (B, H/stride, W/stride, features)."""
     y = _conv(self.features, 3, self.stride, 'conv1', self.dtype)(x)
-    y = nn.relu(_bn(train, 'bn1', self.dtype)(y))
+    y = nn.relu(batch_norm(train, 'bn1', self.dtype)(y))
     y = _conv(self.features, 3, 1, 'conv2', self.dtype)(y)
-    y = _bn(train, 'bn2', self.dtype)(y)
+    y = batch_norm(train, 'bn2', self.dtype)(y)
     if self.downsample:
       x = _conv(self.features, 1, self.stride, 'downsample_0', self.dtype)(x)
-      x = _bn(train, 'downsample_1', self.dtype)(x)
+      x = batch_norm(train, 'downsample_1', self.dtype)(x)
     return nn.relu(y + x)
 
 
@@ -108,14 +105,14 @@ class Bottleneck(nn.Module):
     """(B, H, W, Cin) -> (B, H/stride, W/stride, 4 * width)."""
     out = self.width * EXPANSION['bottleneck']
     y = _conv(self.width, 1, 1, 'conv1', self.dtype)(x)
-    y = nn.relu(_bn(train, 'bn1', self.dtype)(y))
+    y = nn.relu(batch_norm(train, 'bn1', self.dtype)(y))
     y = _conv(self.width, 3, self.stride, 'conv2', self.dtype)(y)
-    y = nn.relu(_bn(train, 'bn2', self.dtype)(y))
+    y = nn.relu(batch_norm(train, 'bn2', self.dtype)(y))
     y = _conv(out, 1, 1, 'conv3', self.dtype)(y)
-    y = _bn(train, 'bn3', self.dtype)(y)
+    y = batch_norm(train, 'bn3', self.dtype)(y)
     if self.downsample:
       x = _conv(out, 1, self.stride, 'downsample_0', self.dtype)(x)
-      x = _bn(train, 'downsample_1', self.dtype)(x)
+      x = batch_norm(train, 'downsample_1', self.dtype)(x)
     return nn.relu(y + x)
 
 
@@ -152,7 +149,7 @@ class ResNet(nn.Module):
     kind, blocks = RESNET_SPECS[self.depth]
     x = x.astype(self.dtype)
     x = _conv(64, 7, 2, 'conv1', self.dtype)(x)
-    x = nn.relu(_bn(train, 'bn1', self.dtype)(x))
+    x = nn.relu(batch_norm(train, 'bn1', self.dtype)(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     in_channels = 64
     features = []

@@ -87,10 +87,6 @@ def torchvision_resnet_to_flax(state_dict: Mapping[str, Any], depth: int
       what=f'a torchvision ResNet-{depth}')
 
 
-# Same reader as the SGE/SGDC weights: .pth/.pt (torch imported lazily), .safetensors, .npz.
-read_state_dict = convert.load_torch_checkpoint
-
-
 def _infer_depth(encoder_params: Mapping[str, Any]) -> int:
   """Recovers the ResNet depth from the block names of an encoder 'params' subtree."""
   n_blocks = tuple(sum(1 for k in encoder_params if k.startswith(f'layer{s}_'))
@@ -126,7 +122,7 @@ def load_pretrained_encoder(variables: Mapping[str, Any], path: str) -> dict[str
     raise ValueError("variables must contain 'params'/'encoder' and 'batch_stats'/'encoder' "
                      '(from SGDCNet.init)')
   depth = _infer_depth(new['params']['encoder'])
-  converted = torchvision_resnet_to_flax(read_state_dict(path), depth)
+  converted = torchvision_resnet_to_flax(convert.load_torch_checkpoint(path), depth)
   for collection in ('params', 'batch_stats'):
     old = new[collection]['encoder']
     old_struct = jax.tree.structure(old)

@@ -1,4 +1,4 @@
-"""`SGDCNet`: ResNet encoder -> FPN decoder -> SGE -> SGDC blocks -> head (DESIGN.md section 5).
+"""`SGDCNet`: ResNet encoder -> FPN decoder -> SGE -> SGDC blocks -> head (docs/design.md section 5).
 
   images (B,H,W,3) -> ResNet -> c1..c4 (strides 4..32)
   FPN: lateral conv1x1 (bias) to D on every c_i, top-down bilinear x2 + add, then one
@@ -20,14 +20,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from sgdc_jax.checks import is_int, is_number
 from sgdc_jax.models.resnet import ResNet
-from sgdc_jax.config_validation import is_int, is_number
-from sgdc_jax.ops.aggregate import IMPLEMENTATIONS
-from sgdc_jax.modules import SGDC, SGE
+from sgdc_jax.modules import KERNEL_SOURCES, SGDC, SGE
+from sgdc_jax.modules.layers import batch_norm
+from sgdc_jax.ops import IMPLEMENTATIONS
 from sgdc_jax.ops.image import resize_bilinear
 
 ENCODERS = {'resnet18': 18, 'resnet34': 34, 'resnet50': 50, 'resnet101': 101}
-KERNEL_SOURCES = ('structure', 'pooled', 'none')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 STRIDE = 32
 
@@ -39,7 +39,7 @@ def default_model_config() -> ml_collections.ConfigDict:
       pretrained='',               # local torchvision/timm ResNet file; '' = random init
       decoder_channels=256,        # D, channels of the FPN output and of the SGDC blocks
       n_blocks=2,                  # SGDC blocks on the stride-4 map
-      kernel_source='structure',   # structure | pooled | none (DESIGN.md section 4)
+      kernel_source='structure',   # structure | pooled | none (docs/design.md section 4)
       num_classes=1,               # 1 = binary (sigmoid), >1 = softmax
       guide_channels=16,
       num_heads=4,
@@ -50,7 +50,7 @@ def default_model_config() -> ml_collections.ConfigDict:
       sge_bottleneck=256,
       sge_mid=256,
       pool_size=7,                 # S of the 'pooled' baseline (S x S average-pooled regions)
-      impl='auto',                 # pixel-adaptive aggregation: auto | shift | unfold
+      impl='auto',                 # pixel-adaptive aggregation: auto | shift | unfold | pallas
       dtype='float32',             # compute dtype: float32 | bfloat16 (params stay float32)
   ))
 
@@ -59,11 +59,6 @@ def _conv(features: int, kernel: int, name: str, dtype: Any, use_bias: bool) -> 
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)),
                  use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, name=name)
-
-
-def _bn(train: bool, name: str, dtype: Any) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
 class FPNDecoder(nn.Module):
@@ -85,11 +80,11 @@ class FPNDecoder(nn.Module):
     for lateral in reversed(laterals[:-1]):
       x = lateral + resize_bilinear(x, lateral.shape[1:3]).astype(lateral.dtype)
     x = _conv(self.channels, 3, 'smooth_conv', self.dtype, False)(x)
-    return nn.relu(_bn(train, 'smooth_bn', self.dtype)(x))
+    return nn.relu(batch_norm(train, 'smooth_bn', self.dtype)(x))
 
 
 class SGDCNet(nn.Module):
-  """Segmentation network of DESIGN.md section 5; see `default_model_config` for the fields.
+  """Segmentation network of docs/design.md section 5; see `default_model_config` for the fields.
 
   `dtype` may be 'float32'/'bfloat16' or a jnp dtype; it is the compute dtype, parameters and
   BatchNorm statistics are float32. Prefer `build_model(config)`, which validates the fields.
@@ -172,7 +167,7 @@ class SGDCNet(nn.Module):
       x = block(x, guidance, deterministic=not train)
 
     x = _conv(self.decoder_channels, 3, 'head_conv', dtype, False)(x)
-    x = nn.relu(_bn(train, 'head_bn', dtype)(x))
+    x = nn.relu(batch_norm(train, 'head_bn', dtype)(x))
     logits = _conv(self.num_classes, 1, 'head_out', dtype, True)(x)
     outputs['logits'] = resize_bilinear(logits.astype(jnp.float32), (height, width))
     return outputs
@@ -241,11 +236,8 @@ def build_model(model_config: ml_collections.ConfigDict) -> SGDCNet:
   Raises:
     ValueError: see `validate_model_config`.
   """
-  defaults = default_model_config().to_dict()
-  unknown = sorted(set(model_config.keys()) - set(defaults))
-  if unknown:
-    raise ValueError(f'model config: unknown fields {unknown} (known: {sorted(defaults)})')
-  cfg = ml_collections.ConfigDict({**defaults, **dict(model_config.items())})
+  cfg = ml_collections.ConfigDict({**default_model_config().to_dict(),
+                                   **dict(model_config.items())})
   validate_model_config(cfg)
   fields = {k: cfg[k] for k in cfg.keys() if k != 'pretrained'}
   return SGDCNet(**fields)

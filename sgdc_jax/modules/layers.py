@@ -19,6 +19,13 @@ def check_rank4(name: str, value: jax.Array) -> None:
     raise ValueError(f'{name} must be a 4-D NHWC array (B, H, W, C), got shape {value.shape}')
 
 
+def batch_norm(train: bool, name: str, dtype: Any = jnp.float32) -> nn.BatchNorm:
+  """PyTorch-equivalent BatchNorm2d (statistics and scale/bias kept in float32): the one
+  BatchNorm factory of the package (SGE, the ResNet encoder, SGDCNet's decoder and head)."""
+  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
+                      dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
 class ConvBN(nn.Module):
   """Conv (no bias, 'same' zero padding) -> BatchNorm -> optional ReLU, `(B, H, W, C)`."""
   features: int
@@ -31,8 +38,7 @@ class ConvBN(nn.Module):
     k = self.kernel_size
     x = nn.Conv(self.features, (k, k), padding=[(k // 2, k // 2)] * 2, use_bias=False,
                 dtype=self.dtype, name='conv')(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
-                     dtype=self.dtype, name='bn')(x)
+    x = batch_norm(train, 'bn', self.dtype)(x)
     return nn.relu(x) if self.relu else x
 
 
