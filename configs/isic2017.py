@@ -14,8 +14,8 @@ Full size (an accelerator job: ResNet-50, D=256, 256x256 inputs, 20k steps of 16
   python -m sgdc_jax.main --config=configs/isic2017.py --workdir=runs/isic2017 --mode=eval \
       --config.data.data_dir=TFDS_DIR
 
-CPU-sized variant (`:cpu`; ResNet-18, D=64, 128x128 inputs, 2000 steps of 16, fp32; about
-1-2.5 h on a 2-core CPU, see the README for the measured run):
+CPU-sized variant (`:cpu`; ResNet-18, D=64, 96x96 inputs, 2000 steps of 16, fp32; about
+30-60 min on a 2-core CPU, see the README for the measured run):
 
   python -m sgdc_jax.main --config=configs/isic2017.py:cpu --workdir=runs/isic2017_cpu \
       --config.data.data_dir=TFDS_DIR
@@ -52,7 +52,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     m.decoder_channels = 64
     m.sge_bottleneck = 64
     m.sge_mid = 64
-    d.image_size = 128
+    d.image_size = 96
     config.optimizer.learning_rate = 1e-3
     config.optimizer.warmup_steps = 100
     config.train.num_steps = 2000

@@ -60,9 +60,10 @@ class Run:
 
 
 def plan(workdir: str, sources: Sequence[str], seeds: Sequence[int]) -> list[Run]:
-  """The runs of the ablation, sources outermost."""
-  return [Run(s, int(k), os.path.join(workdir, f'{s}_seed{int(k)}')) for s in sources
-          for k in seeds]
+  """The runs of the ablation, seeds outermost (so an interrupted ablation has compared every
+  source on the first seeds)."""
+  return [Run(s, int(k), os.path.join(workdir, f'{s}_seed{int(k)}')) for k in seeds
+          for s in sources]
 
 
 def run_config(config: ml_collections.ConfigDict, run: Run) -> ml_collections.ConfigDict:
