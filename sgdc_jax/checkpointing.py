@@ -133,14 +133,6 @@ class Checkpointer:
     out = self._mngr.restore(step, args=ocp.args.Composite(**items))
     return out["state"], (out["data"] if data_iter is not None else None)
 
-  def restore_latest(self, abstract_state: Any, data_iter: Any) -> Optional[tuple[Any, Any, int]]:
-    """``(state, data_iter, step)`` from the latest checkpoint, or None when there is none."""
-    step = self.latest_step()
-    if step is None:
-      return None
-    state, data_iter = self.restore(step, abstract_state, data_iter)
-    return state, data_iter, step
-
   def reached_preemption(self, step: int) -> bool:
     """Orbax/JAX multi-process preemption consensus (False without `jax.distributed`)."""
     return self._mngr.reached_preemption(step)

@@ -125,7 +125,8 @@ def init_state(exp: Experiment, *, load_pretrained: bool = True) -> ts.TrainStat
   With `config.model.pretrained` set (and `load_pretrained`), the encoder weights are read
   from that file and the state rebuilt around them.
   """
-  state = jax.jit(exp.init_fn, out_shardings=exp.shardings)()
+  state, _ = shd.create_sharded_state(exp.init_fn, exp.mesh, fsdp=exp.config.mesh.fsdp,
+                                      min_size=exp.config.mesh.fsdp_min_size)
   if load_pretrained and exp.config.model.pretrained:
     ema = float(exp.config.optimizer.ema_decay) > 0
     variables = jax.device_get(state.eval_variables(use_ema=False))

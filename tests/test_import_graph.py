@@ -7,7 +7,7 @@ import os
 import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'sgdc_jax')
-ENTRY_POINTS = ('sgdc_jax.main', 'sgdc_jax.demo')
+ENTRY_POINTS = ('sgdc_jax.main', 'sgdc_jax.demo', 'sgdc_jax.ablation')
 
 
 def _modules() -> dict[str, str]:

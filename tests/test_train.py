@@ -165,14 +165,13 @@ def test_dropout_key_differs_per_step_and_is_reproducible():
 
 # ---------------------------------------------------------- end to end (tiny SGDCNet, slow)
 
-@pytest.mark.slow
-def test_nan_loss_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path):
-  out = run_script(f"""
+# The training batches of steps 3, 4, ... contain a NaN pixel.
+POISON_FROM_STEP_3 = """
     from sgdc_jax import train, checkpointing
     from sgdc_jax.data import pipeline
     import itertools
     counter = itertools.count(1)
-    def poison(batch):    # batches of steps 3, 4, ... contain a NaN pixel
+    def poison(batch):
       if next(counter) >= 3:
         batch = dict(batch); batch['image'] = batch['image'].copy()
         batch['image'][0, 0, 0, 0] = np.nan
@@ -180,6 +179,11 @@ def test_nan_loss_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path):
     def poisoned(*a, **k):
       return iter(pipeline.create_train_dataset(*a, **k).map(poison))
     pipeline.create_train_iterator = poisoned
+"""
+
+@pytest.mark.slow
+def test_nan_loss_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path):
+  out = run_script(POISON_FROM_STEP_3 + f"""
     c = tiny_config()
     try:
       train.train_and_evaluate(c, {str(tmp_path)!r})
@@ -222,19 +226,7 @@ def test_eval_counts_every_example_once_with_non_dividing_batch(tmp_path):
 def test_deferred_metric_fetch_stops_on_nan_with_last_good_checkpoint(tmp_path):
   # log_every > num_steps: metrics are fetched only before checkpoint saves (every 2 steps), so
   # the loop dispatches step 3 (NaN) without waiting; the check before the step-4 save finds it.
-  out = run_script(f"""
-    from sgdc_jax import train, checkpointing
-    from sgdc_jax.data import pipeline
-    import itertools
-    counter = itertools.count(1)
-    def poison(batch):    # batches of steps 3, 4, ... contain a NaN pixel
-      if next(counter) >= 3:
-        batch = dict(batch); batch['image'] = batch['image'].copy()
-        batch['image'][0, 0, 0, 0] = np.nan
-      return batch
-    def poisoned(*a, **k):
-      return iter(pipeline.create_train_dataset(*a, **k).map(poison))
-    pipeline.create_train_iterator = poisoned
+  out = run_script(POISON_FROM_STEP_3 + f"""
     c = tiny_config()
     c.train.num_steps = 6; c.train.log_every = 100; c.train.checkpoint_every = 2
     c.train.prefetch_to_device = 3

@@ -1,4 +1,4 @@
-"""Structural Guidance Extractor (SGE), DESIGN.md section 2."""
+"""Structural Guidance Extractor (SGE), docs/design.md section 2."""
 from __future__ import annotations
 
 from typing import Any
