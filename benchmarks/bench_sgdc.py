@@ -1,12 +1,23 @@
-"""Speed and peak memory of one SGDC block (fp32), per implementation, optionally vs PyTorch.
+"""Speed and memory of one SGDC block and of the aggregation alone, per implementation.
 
     python benchmarks/bench_sgdc.py [--reference_dir=/path/to/SGDC] [--repeats=5]
+        [--impls=unfold,shift,pallas] [--dtypes=float32,bfloat16] [--tables=block,aggregate]
+        [--peak_gbps=3350]
 
-Each (size, implementation) runs in its own subprocess so that peak memory is its own:
-`peak MB` is the growth of the process's peak resident set over its state just before the
-first call (inputs and weights already allocated), i.e. what the computation itself needs.
-Times are medians of `--repeats` runs after one warm-up (compilation excluded).
-`fwd+bwd` differentiates with respect to the input and all parameters.
+Two tables:
+- `block`: the SGDC block (C=256, heads=4, k=7), optionally against the PyTorch reference.
+  `fwd+bwd` differentiates with respect to the input and all parameters. Each (size,
+  implementation) runs in its own subprocess so that peak memory is its own: `peak MB` is the
+  growth of the process's peak resident set (CPU) or of the device's peak allocation (GPU)
+  over the state just before the first call, i.e. what the computation itself needs.
+- `aggregate`: `softmax_aggregate` alone (logits in, softmax over taps included), with the
+  achieved bandwidth = minimum bytes / time. Minimum bytes: x, logits and out for the
+  forward; plus g (the output cotangent), dx and dlogits for forward+backward. `% peak` is
+  that bandwidth over the device's peak memory bandwidth (`--peak_gbps`, or a known GPU).
+
+Times are medians of `--repeats` runs after one warm-up (compilation excluded). `pallas` rows
+are skipped on CPU, where the kernel only runs in Pallas interpret mode (a correctness tool,
+not a speed measurement).
 """
 import argparse
 import json
@@ -19,6 +30,11 @@ import time
 import numpy as np
 
 SIZES = ((4, 64, 64, 256), (2, 128, 128, 256))
+HEADS, KERNEL = 4, 7
+# Peak memory bandwidth, GB/s, of GPUs named by `device_kind` (vendor data sheets).
+PEAK_GBPS = {'H100 80GB HBM3': 3350, 'H100 PCIe': 2000, 'H200': 4800, 'A100-SXM4-80GB': 2039,
+             'A100-SXM4-40GB': 1555, 'A100 80GB PCIe': 1935, 'L4': 300}
+INTERPRET_NOTE = 'skipped: Pallas runs in interpret mode on CPU (not a speed measurement)'
 
 
 def _peak_rss_mb() -> float:
@@ -35,21 +51,30 @@ def _median_time(fn, repeats):
   return float(np.median(times))
 
 
-def worker_jax(impl, size, repeats):
+def _interpret_only(impl):
+  import jax  # pylint: disable=g-import-not-at-top
+  return impl == 'pallas' and jax.default_backend() == 'cpu'
+
+
+def worker_jax(impl, size, repeats, dtype):
   import sgdc_jax  # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
+  if _interpret_only(impl):
+    return {'skipped': INTERPRET_NOTE}
+  dtype = jnp.dtype(dtype)
   b, h, w, c = size
-  block = sgdc_jax.SGDC(c, impl=impl)
-  x = jax.random.normal(jax.random.key(0), (b, h, w, c))
-  g = jax.random.normal(jax.random.key(1), (b, h // 4, w // 4, 16))
+  block = sgdc_jax.SGDC(c, num_heads=HEADS, kernel_size=KERNEL, impl=impl, dtype=dtype)
+  x = jax.random.normal(jax.random.key(0), (b, h, w, c), dtype)
+  g = jax.random.normal(jax.random.key(1), (b, h // 4, w // 4, 16), dtype)
   variables = block.init(jax.random.key(2), x, g)
-  cot = jax.random.normal(jax.random.key(3), x.shape)
+  cot = jax.random.normal(jax.random.key(3), x.shape, dtype)
   fwd = jax.jit(block.apply)
   # Every array is an argument: closed-over arrays would become HLO constants that XLA may
   # fold at compile time, flattering the timing.
-  fwd_bwd = jax.jit(jax.grad(lambda v, x, g, cot: jnp.sum(block.apply(v, x, g) * cot),
-                             argnums=(0, 1)))
+  fwd_bwd = jax.jit(jax.grad(
+      lambda v, x, g, cot: jnp.sum((block.apply(v, x, g) * cot).astype(jnp.float32)),
+      argnums=(0, 1)))
   jax.block_until_ready((x, g, variables, cot))
   device = jax.devices()[0]
   on_cpu = device.platform == 'cpu'
@@ -60,6 +85,35 @@ def worker_jax(impl, size, repeats):
   temp = fwd_bwd.lower(variables, x, g, cot).compile().memory_analysis()
   return dict(fwd=t_fwd, fwd_bwd=t_bwd, peak_mb=peak - base, device=device.device_kind,
               xla_temp_mb=getattr(temp, 'temp_size_in_bytes', 0) / 2**20)
+
+
+def worker_aggregate(impl, size, repeats, dtype):
+  """Times `softmax_aggregate` alone; returns times and the minimum bytes moved."""
+  import sgdc_jax  # pylint: disable=g-import-not-at-top,unused-import
+  import jax
+  import jax.numpy as jnp
+  from sgdc_jax.ops import softmax_aggregate
+  if _interpret_only(impl):
+    return {'skipped': INTERPRET_NOTE}
+  dtype = jnp.dtype(dtype)
+  b, h, w, c = size
+  x = jax.random.normal(jax.random.key(0), (b, h, w, c), dtype)
+  logits = jax.random.normal(jax.random.key(1), (b, h, w, HEADS, KERNEL**2), dtype)
+  cot = jax.random.normal(jax.random.key(2), x.shape, dtype)
+  fwd = jax.jit(lambda x, l: softmax_aggregate(x, l, KERNEL, impl))
+
+  def vjp(x, l, cot):
+    out, pullback = jax.vjp(lambda x, l: softmax_aggregate(x, l, KERNEL, impl), x, l)
+    return out, pullback(cot)
+
+  fwd_bwd = jax.jit(vjp)
+  jax.block_until_ready((x, logits, cot))
+  t_fwd = _median_time(lambda: jax.block_until_ready(fwd(x, logits)), repeats)
+  t_bwd = _median_time(lambda: jax.block_until_ready(fwd_bwd(x, logits, cot)), repeats)
+  fwd_bytes = 2 * x.nbytes + logits.nbytes  # x, logits, out
+  return dict(fwd=t_fwd, fwd_bwd=t_bwd, fwd_bytes=fwd_bytes,
+              fwd_bwd_bytes=2 * fwd_bytes,  # + g, dx, dlogits
+              device=jax.devices()[0].device_kind)
 
 
 def worker_torch(reference_dir, size, repeats):
@@ -95,9 +149,9 @@ def worker_torch(reference_dir, size, repeats):
               device=torch.cuda.get_device_name() if dev == 'cuda' else 'cpu')
 
 
-def run_worker(kind, size, args):
+def run_worker(kind, size, args, dtype='float32'):
   cmd = [sys.executable, __file__, '--worker', kind, '--size', ','.join(map(str, size)),
-         '--repeats', str(args.repeats)]
+         '--repeats', str(args.repeats), '--dtypes', dtype]
   if args.reference_dir:
     cmd += ['--reference_dir', args.reference_dir]
   proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -106,11 +160,65 @@ def run_worker(kind, size, args):
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _peak_gbps(args, device):
+  if args.peak_gbps:
+    return args.peak_gbps
+  return next((v for k, v in PEAK_GBPS.items() if k in device), float('nan'))
+
+
+def block_table(args, impls, dtype):
+  kinds = (['torch'] if args.reference_dir and dtype == 'float32' else []) + impls
+  print(f'\nSGDC block, {dtype}, C=256, heads={HEADS}, k={KERNEL}; median of {args.repeats}; '
+        f'{os.cpu_count()} CPUs; peak MB = growth of peak RSS (CPU) or device peak (GPU)')
+  print(f"{'size (B,H,W,C)':18} {'impl':14} {'fwd s':>8} {'fwd+bwd s':>10} {'peak MB':>9} "
+        f"{'XLA temp MB':>12} {'fwd+bwd speed-up':>17}")
+  for size in SIZES:
+    results = {kind: run_worker(kind, size, args, dtype) for kind in kinds}
+    base = results[kinds[0]]
+    for kind, r in results.items():
+      name = 'pytorch-ref' if kind == 'torch' else f'jax-{kind}'
+      if 'error' in r or 'skipped' in r:
+        print(f'{str(size):18} {name:14} {r.get("error") or r["skipped"]}')
+        continue
+      speedup = base.get('fwd_bwd', float('nan')) / r['fwd_bwd']
+      print(f"{str(size):18} {name:14} {r['fwd']:8.4f} {r['fwd_bwd']:10.4f} "
+            f"{r['peak_mb']:9.0f} {r['xla_temp_mb']:12.0f} {speedup:16.2f}x  {r['device']}")
+  print(f'speed-up: relative to {"the PyTorch reference" if kinds[0] == "torch" else kinds[0]}')
+
+
+def aggregate_table(args, impls, dtype):
+  print(f'\nAggregation alone (softmax over taps + k x k aggregation), {dtype}, heads={HEADS}, '
+        f'k={KERNEL}; median of {args.repeats}; GB/s = minimum bytes / time')
+  print(f"{'size (B,H,W,C)':18} {'impl':8} {'fwd ms':>9} {'GB/s':>7} {'% peak':>7} "
+        f"{'fwd+bwd ms':>11} {'GB/s':>7} {'% peak':>7} {'fwd+bwd speed-up':>17}")
+  for size in SIZES:
+    results = {impl: run_worker(f'aggregate:{impl}', size, args, dtype) for impl in impls}
+    base = next((r for r in results.values() if 'fwd_bwd' in r), {})
+    for impl, r in results.items():
+      if 'error' in r or 'skipped' in r:
+        print(f'{str(size):18} {impl:8} {r.get("error") or r["skipped"]}')
+        continue
+      peak = _peak_gbps(args, r['device'])
+      cells = []
+      for key in ('fwd', 'fwd_bwd'):
+        gbps = r[f'{key}_bytes'] / r[key] / 1e9
+        cells.append(f'{r[key] * 1e3:{9 if key == "fwd" else 11}.2f} {gbps:7.3g} '
+                     f'{100 * gbps / peak:6.0f}%')
+      speedup = base.get('fwd_bwd', float('nan')) / r['fwd_bwd']
+      print(f"{str(size):18} {impl:8} {' '.join(cells)} {speedup:16.2f}x  {r['device']}")
+  print('% peak: of --peak_gbps or the data-sheet bandwidth of a known GPU (nan if unknown); '
+        'speed-up: relative to the first implementation')
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--reference_dir', default='', help='folder with the authors\' sgdc.py')
   parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--impls', default='unfold,shift')
+  parser.add_argument('--impls', default='unfold,shift,pallas')
+  parser.add_argument('--dtypes', default='float32', help='comma-separated: float32,bfloat16')
+  parser.add_argument('--tables', default='block,aggregate')
+  parser.add_argument('--peak_gbps', type=float, default=0.0,
+                      help='device memory bandwidth for the %% peak column (GB/s)')
   parser.add_argument('--worker', default='')
   parser.add_argument('--size', default='')
   args = parser.parse_args()
@@ -118,27 +226,18 @@ def main():
     size = tuple(int(v) for v in args.size.split(','))
     if args.worker == 'torch':
       result = worker_torch(args.reference_dir, size, args.repeats)
+    elif args.worker.startswith('aggregate:'):
+      result = worker_aggregate(args.worker.split(':')[1], size, args.repeats, args.dtypes)
     else:
-      result = worker_jax(args.worker, size, args.repeats)
+      result = worker_jax(args.worker, size, args.repeats, args.dtypes)
     print(json.dumps(result))
     return
-  kinds = (['torch'] if args.reference_dir else []) + args.impls.split(',')
-  print(f'SGDC block, fp32, C=256, heads=4, k=7; median of {args.repeats}; '
-        f'{os.cpu_count()} CPUs; peak MB = growth of peak RSS (CPU) or device peak (GPU)')
-  print(f"{'size (B,H,W,C)':18} {'impl':14} {'fwd s':>8} {'fwd+bwd s':>10} {'peak MB':>9} "
-        f"{'XLA temp MB':>12} {'fwd+bwd speed-up':>17}")
-  for size in SIZES:
-    results = {kind: run_worker(kind, size, args) for kind in kinds}
-    base = results[kinds[0]]
-    for kind, r in results.items():
-      name = 'pytorch-ref' if kind == 'torch' else f'jax-{kind}'
-      if 'error' in r:
-        print(f'{str(size):18} {name:14} failed: {r["error"]}')
-        continue
-      speedup = base.get('fwd_bwd', float('nan')) / r['fwd_bwd']
-      print(f"{str(size):18} {name:14} {r['fwd']:8.4f} {r['fwd_bwd']:10.4f} "
-            f"{r['peak_mb']:9.0f} {r['xla_temp_mb']:12.0f} {speedup:16.2f}x  {r['device']}")
-  print(f'speed-up: relative to {"the PyTorch reference" if args.reference_dir else kinds[0]}')
+  impls = args.impls.split(',')
+  for dtype in args.dtypes.split(','):
+    if 'block' in args.tables:
+      block_table(args, impls, dtype)
+    if 'aggregate' in args.tables:
+      aggregate_table(args, impls, dtype)
 
 
 if __name__ == '__main__':

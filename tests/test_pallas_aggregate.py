@@ -6,6 +6,11 @@ through a cross-platform export (Triton IR, no GPU needed).
 """
 import sgdc_jax  # noqa: F401  (XLA CPU flag first)
 
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -123,6 +128,47 @@ def test_lowers_to_triton_for_gpu(platform):
   text = exported.mlir_module()
   assert text.count('stablehlo.custom_call @__gpu$xla.gpu.triton') == 2  # forward + backward
   assert 'name = "forward_kernel"' in text and 'name = "backward_kernel"' in text
+
+
+_DATA_PARALLEL = """
+import json
+import jax, jax.numpy as jnp
+from sgdc_jax import sharding as shd
+from sgdc_jax.ops.aggregate import softmax_aggregate
+data = shd.data_sharding(shd.make_mesh())
+x = jax.random.normal(jax.random.key(0), (4, 6, 5, 8))
+logits = 3 * jax.random.normal(jax.random.key(1), (4, 6, 5, 2, 9))
+loss = lambda impl: lambda x, l: jnp.sum(softmax_aggregate(x, l, 3, impl) ** 2)
+want = jax.jit(jax.value_and_grad(loss('unfold'), argnums=(0, 1)))(x, logits)
+out = {}
+for impl in ('pallas', 'shift'):
+  f = jax.jit(jax.value_and_grad(loss(impl), argnums=(0, 1)))
+  args = jax.device_put((x, logits), data)
+  got = f(*args)
+  out[impl] = dict(
+      all_gathers=f.lower(*args).compile().as_text().count('all-gather'),
+      batch_sharded=[str(g.sharding.spec) for g in got[1]],
+      loss_rel_diff=float(abs(got[0] / want[0] - 1)),
+      grad_max_diff=max(float(jnp.abs(a - b).max()) for a, b in zip(got[1], want[1])))
+print('RESULT' + json.dumps(out))
+"""
+
+
+@pytest.mark.slow  # a 4-device subprocess: ~50 s on the loaded 2-core machine
+def test_data_parallel_keeps_the_batch_sharded():
+  # Batch-sharded over 4 devices, the Pallas kernels run per shard (custom_partitioning) and
+  # shift's backward propagates the sharding: no all-gather, same values as one device.
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+             JAX_PLATFORMS='cpu', PYTHONPATH=repo)
+  proc = subprocess.run([sys.executable, '-c', 'import sgdc_jax\n' + _DATA_PARALLEL], env=env,
+                        capture_output=True, text=True, timeout=300, cwd=repo, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT')][-1]
+  for impl, r in json.loads(line[len('RESULT'):]).items():
+    assert r['all_gathers'] == 0, (impl, r)
+    assert r['batch_sharded'] == ["P('data',)"] * 2, (impl, r)
+    assert r['loss_rel_diff'] < 1e-6 and r['grad_max_diff'] < 1e-5, (impl, r)
 
 
 def test_auto_picks_pallas_only_on_gpu(monkeypatch):

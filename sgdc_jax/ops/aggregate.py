@@ -27,25 +27,10 @@ import jax
 import jax.numpy as jnp
 
 from sgdc_jax.ops.pallas_aggregate import softmax_aggregate_pallas
+from sgdc_jax.ops.shapes import check_aggregate_args
 
 IMPLEMENTATIONS = ('unfold', 'shift', 'pallas')
 PALLAS_BACKENDS = ('gpu',)  # `jax.default_backend()` names where 'auto' picks 'pallas'
-
-
-def _check(x: jax.Array, weights: jax.Array, kernel_size: int) -> tuple[int, int]:
-  if x.ndim != 4:
-    raise ValueError(f'x must be (B, H, W, C), got shape {x.shape}')
-  if weights.ndim != 5 or weights.shape[:3] != x.shape[:3]:
-    raise ValueError('weights must be (B, H, W, heads, k*k) matching x (B, H, W, C); got '
-                     f'x {x.shape}, weights {weights.shape}')
-  if kernel_size % 2 != 1 or kernel_size < 1:
-    raise ValueError(f'kernel_size must be a positive odd integer, got {kernel_size}')
-  heads, taps = weights.shape[3:]
-  if taps != kernel_size * kernel_size:
-    raise ValueError(f'weights have {taps} taps, expected kernel_size**2 = {kernel_size**2}')
-  if x.shape[3] % heads:
-    raise ValueError(f'channels ({x.shape[3]}) must be divisible by heads ({heads})')
-  return heads, x.shape[3] // heads
 
 
 def _pad_hw(a: jax.Array, r: int) -> jax.Array:
@@ -61,7 +46,7 @@ def _window(a: jax.Array, dy: int, dx: int, height: int, width: int) -> jax.Arra
 
 def aggregate_unfold(x: jax.Array, weights: jax.Array, kernel_size: int) -> jax.Array:
   """Reference implementation through explicit `(B, H, W, k*k, C)` patches."""
-  heads, group = _check(x, weights, kernel_size)
+  heads, group = check_aggregate_args(x, weights, kernel_size)
   b, h, w, c = x.shape
   x_pad = _pad_hw(x, kernel_size // 2)
   patches = jnp.stack([_window(x_pad, dy, dx, h, w)
@@ -73,7 +58,7 @@ def aggregate_unfold(x: jax.Array, weights: jax.Array, kernel_size: int) -> jax.
 
 
 def _shift_forward(x, weights, kernel_size):
-  heads, group = _check(x, weights, kernel_size)
+  heads, group = check_aggregate_args(x, weights, kernel_size)
   b, h, w, c = x.shape
   x_pad = _pad_hw(x, kernel_size // 2).reshape(b, h + kernel_size - 1, w + kernel_size - 1,
                                                heads, group)
@@ -113,8 +98,9 @@ def _shift_bwd(kernel_size, residuals, grad_out):
 
   # d x: the unrolled multiply-add chain fuses into one pass, like the forward.
   g_pad = _pad_hw(g, r)
-  taps_pad = _pad_hw(jnp.moveaxis(weights, -1, 0).reshape(-1, h, w, heads), r)
-  taps_pad = taps_pad.reshape(taps, b, hp, wp, heads, 1)
+  # Padded per tap without merging the tap and batch axes: a merged axis would stop a
+  # batch sharding from propagating (data-parallel jit all-gathered the weights here).
+  taps_pad = jax.vmap(lambda w_t: _pad_hw(w_t, r))(jnp.moveaxis(weights, -1, 0))[..., None]
   grad_x = jnp.zeros((b, h, w, heads, group), jnp.float32)
   for dy in range(kernel_size):
     for dx in range(kernel_size):
@@ -167,7 +153,7 @@ def pixel_adaptive_aggregate(x: jax.Array, weights: jax.Array, kernel_size: int,
   if impl == 'unfold':
     return aggregate_unfold(x, weights, kernel_size)
   if impl == 'shift':
-    _check(x, weights, kernel_size)
+    check_aggregate_args(x, weights, kernel_size)
     return aggregate_shift(x, weights, kernel_size)
   if impl == 'pallas':
     raise ValueError("impl='pallas' applies the softmax inside the kernel: call "

@@ -16,8 +16,8 @@ Design (why each choice):
 - Grid `(spatial tiles, heads, B)`; a program owns a TH x TW pixel tile and one head's
   channels (padded to a power of two and masked: Triton blocks are powers of two). Each tap
   reads the shifted (TH, TW, C/heads) window with a masked load.
-  A `fori_loop` over taps (an `scf.for` that Triton software-pipelines) keeps the code size
-  and the interpret-mode trace independent of k.
+  A `fori_loop` over taps (an `scf.for` whose loads Triton can software-pipeline,
+  `num_stages`) keeps the code size and the interpret-mode trace independent of k.
   Triton has no addressable shared memory, so the halo tile, (TH + k - 1) x (TW + k - 1)
   pixels, is held on chip by the L1 cache: the k*k windows overlap and hit it.
 - Forward: logits tile -> max, exp-sum -> per-pixel log-sum-exp (saved, FlashAttention
@@ -26,6 +26,10 @@ Design (why each choice):
   dp_t = sum_c g * x_t, D = sum_t p_t dp_t, dlogit_t = p_t (dp_t - D); and
   dx[q] = sum_t p_t[q - s_t] g[q - s_t] gathered from the neighbours q - s_t, with p
   recomputed from the saved log-sum-exp.
+- Several devices: each kernel is wrapped in `custom_partitioning` that keeps a batch-sharded
+  input batch-sharded (the kernel works per image), so a data-parallel jit runs it on local
+  shards instead of gathering the batch (or failing: a Pallas kernel cannot index a sharded
+  array).
 - Out-of-image neighbours: indices are clamped into the image and the value masked to zero,
   so no load is ever out of bounds, on the GPU or in interpret mode (whose dynamic slices
   would otherwise shift a window that starts before the image).
@@ -35,29 +39,26 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 from jax.experimental import pallas as pl
+from jax.experimental.custom_partitioning import custom_partitioning
 from jax.experimental.pallas import triton as pltriton
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 
-TILE = (8, 8)  # (TH, TW) pixels per program: 64 pixels x 64 channels fit one warp group.
-NUM_WARPS = 4  # Triton launch parameters; to be tuned on a GPU (see benchmarks/bench_sgdc.py).
+from sgdc_jax.ops.shapes import check_aggregate_args
+
+# (TH, TW) pixels per program: at C/heads = 64 a (64, 64) fp32 accumulator, 32 registers a
+# thread with 4 warps. Tile and Triton launch parameters are first guesses, not yet tuned on
+# a GPU (benchmarks/bench_sgdc.py measures them).
+TILE = (8, 8)
+NUM_WARPS = 4
+NUM_STAGES = 2
 
 
 def _check(x: jax.Array, logits: jax.Array, kernel_size: int, tile: tuple[int, int]) -> None:
-  if x.ndim != 4:
-    raise ValueError(f'x must be (B, H, W, C), got shape {x.shape}')
-  if logits.ndim != 5 or logits.shape[:3] != x.shape[:3]:
-    raise ValueError('logits must be (B, H, W, heads, k*k) matching x (B, H, W, C); got '
-                     f'x {x.shape}, logits {logits.shape}')
-  if kernel_size % 2 != 1 or kernel_size < 1:
-    raise ValueError(f'kernel_size must be a positive odd integer, got {kernel_size}')
-  if logits.shape[4] != kernel_size * kernel_size:
-    raise ValueError(f'logits have {logits.shape[4]} taps, expected kernel_size**2 = '
-                     f'{kernel_size**2}')
-  if x.shape[3] % logits.shape[3]:
-    raise ValueError(f'channels ({x.shape[3]}) must be divisible by heads ({logits.shape[3]})')
-  if any(t < 1 or t & (t - 1) for t in tile):
-    raise ValueError(f'tile sizes must be powers of two (Triton block shapes), got {tile}')
+  check_aggregate_args(x, logits, kernel_size, name='logits')
+  if len(tile) != 2 or any(t < 1 or t & (t - 1) for t in tile):
+    raise ValueError(f'tile must be two powers of two (Triton block shapes), got {tile}')
 
 
 class _Geometry:
@@ -174,22 +175,58 @@ def _backward_kernel(x_ref, logit_ref, lse_ref, g_ref, dx_ref, dlogit_ref, *, ke
                  mask=geo.inside[..., None] & geo.cmask)
 
 
-def _call(kernel, out_shape, args, kernel_size, heads, tile, interpret):
-  _, h, w, _ = args[0].shape
-  grid = (pl.cdiv(h, tile[0]) * pl.cdiv(w, tile[1]), heads, args[0].shape[0])
+def _launch(kernel, out_dtypes, kernel_size, heads, tile, interpret, *args):
+  """Runs `kernel` on `args`, (B, H, W, .) arrays, x first.
+
+  `out_dtypes(*args)` gives the (channels, dtype) of each (B, H, W, channels) output.
+  """
+  b, h, w, _ = args[0].shape
+  out_shape = tuple(jax.ShapeDtypeStruct((b, h, w, n), d) for n, d in out_dtypes(*args))
+  grid = (pl.cdiv(h, tile[0]) * pl.cdiv(w, tile[1]), heads, b)
   body = functools.partial(kernel, kernel_size=kernel_size, heads=heads, tile=tile)
   return pl.pallas_call(body, out_shape=out_shape, grid=grid, interpret=interpret,
                         compiler_params=pltriton.CompilerParams(num_warps=NUM_WARPS,
-                                                                num_stages=1),
+                                                                num_stages=NUM_STAGES),
                         name=kernel.__name__.strip('_'))(*args)
+
+
+def _batch_sharding(mesh, arg_shapes):
+  """Shards everything like the batch axis of the first argument, the rest replicated."""
+  spec = arg_shapes[0].sharding.spec
+  return NamedSharding(mesh, PartitionSpec(spec[0] if len(spec) else None))
+
+
+def _call(kernel, out_dtypes, args, kernel_size, heads, tile, interpret):
+  launch = functools.partial(_launch, kernel, out_dtypes, kernel_size, heads, tile, interpret)
+  if jax.device_count() == 1:
+    return launch(*args)  # nothing to partition (and keeps the call exportable)
+  per_image = custom_partitioning(launch)
+
+  def infer(mesh, arg_shapes, result_shape):
+    return tuple(_batch_sharding(mesh, arg_shapes) for _ in result_shape)
+
+  def partition(mesh, arg_shapes, result_shape):
+    sharding = _batch_sharding(mesh, arg_shapes)
+    return (mesh, launch, tuple(sharding for _ in result_shape),
+            tuple(sharding for _ in arg_shapes))
+
+  # Shardy rule: only the batch factor b may stay sharded; the others are replicated.
+  n_out = len(out_dtypes(*args))
+  operands = ', '.join(f'b h w c{i}' for i in range(len(args)))
+  results = ', '.join(f'b h w r{i}' for i in range(n_out))
+  replicated = ('h', 'w', *(f'c{i}' for i in range(len(args))),
+                *(f'r{i}' for i in range(n_out)))
+  per_image.def_partition(partition, infer_sharding_from_operands=infer,
+                          sharding_rule=f'{operands} -> {results}',
+                          need_replication_factors=replicated)
+  return per_image(*args)
 
 
 def _forward(x, logits, kernel_size, tile, interpret):
   b, h, w, heads, taps = logits.shape
   flat = logits.reshape(b, h, w, heads * taps)
-  out_shape = (jax.ShapeDtypeStruct(x.shape, x.dtype),
-               jax.ShapeDtypeStruct((b, h, w, heads), jnp.float32))
-  out, lse = _call(_forward_kernel, out_shape, (x, flat), kernel_size, heads, tile, interpret)
+  out_dtypes = lambda x, l: ((x.shape[3], x.dtype), (heads, jnp.float32))
+  out, lse = _call(_forward_kernel, out_dtypes, (x, flat), kernel_size, heads, tile, interpret)
   return out, (x, logits, lse)
 
 
@@ -202,9 +239,8 @@ def _fused_bwd(kernel_size, tile, interpret, residuals, grad_out):
   x, logits, lse = residuals
   b, h, w, heads, taps = logits.shape
   flat = logits.reshape(b, h, w, heads * taps)
-  out_shape = (jax.ShapeDtypeStruct(x.shape, x.dtype),
-               jax.ShapeDtypeStruct(flat.shape, logits.dtype))
-  dx, dlogits = _call(_backward_kernel, out_shape, (x, flat, lse, grad_out.astype(x.dtype)),
+  out_dtypes = lambda x, l, *_: ((x.shape[3], x.dtype), (l.shape[3], l.dtype))
+  dx, dlogits = _call(_backward_kernel, out_dtypes, (x, flat, lse, grad_out.astype(x.dtype)),
                       kernel_size, heads, tile, interpret)
   return dx, dlogits.reshape(logits.shape)
 
