@@ -241,18 +241,19 @@ def restore_newest_intact(manager: ocp.CheckpointManager,
     items: item name -> restore args, e.g. `{'state': ocp.args.StandardRestore(abstract_state),
       'data': grain.checkpoint.CheckpointRestore(iterator)}`, or a function of the step
       returning them (for args that must be fresh per attempt).
-    steps: the candidates (default `manager.all_steps()`); tried from the largest.
+    steps: the candidates in the order to try (default `manager.all_steps()`, newest first;
+      eval of the best checkpoint passes the best step first).
     state_item: the item checked against the saved fingerprint.
-    set_aside_to: training only: once a step is restored, the damaged newer steps are moved
-      into this folder (never deleted) and the manager is reloaded. None (eval, predict)
-      leaves the directory as it is.
+    set_aside_to: training only: once a step is restored, the damaged steps tried before it
+      are moved into this folder (never deleted) and the manager is reloaded. None (eval,
+      predict) leaves the directory as it is.
   Returns:
     `Recovered`.
   Raises:
     NoIntactCheckpointError: no candidate restored intact (FileNotFoundError when there are
       no candidates at all); nothing is moved then.
   """
-  candidates = sorted(manager.all_steps() if steps is None else steps, reverse=True)
+  candidates = sorted(manager.all_steps(), reverse=True) if steps is None else list(steps)
   if not candidates:
     raise FileNotFoundError(f"no checkpoints in {manager.directory}")
   damaged: list[Damage] = []
@@ -267,9 +268,9 @@ def restore_newest_intact(manager: ocp.CheckpointManager,
       return Recovered(step, restored, damaged, verified, moved)
     d = Damage(step, reason or "failed on another process")
     damaged.append(d)
-    older = [s for s in candidates if s < step]
+    rest = candidates[len(damaged):]
     reporting.log(f"warning: checkpoint {step_path(manager, step)} is damaged ({d.reason}); "
-                  + (f"trying step {older[0]}" if older else "no older checkpoint"))
+                  + (f"trying step {rest[0]}" if rest else "no other checkpoint"))
   listing = "\n  ".join(str(d) for d in damaged)
   raise NoIntactCheckpointError(
       f"no intact checkpoint in {manager.directory} (nothing was deleted):\n  {listing}\n"

@@ -252,3 +252,11 @@ def test_describe_error_keeps_one_line_without_the_spec():
       raise RuntimeError("restore failed") from inner
   except RuntimeError as outer:
     assert rec.describe_error(outer) == "RuntimeError: restore failed; cause: OSError: disk gone"
+
+
+def test_steps_are_tried_in_the_order_given(ckpt_dir, capsys):
+  _delete_item(ckpt_dir, 2)                  # e.g. eval: the best step (2) first, then newest
+  found, _ = _restore(ckpt_dir, steps=[2, 3, 1])
+  assert found.step == 3 and [d.step for d in found.damaged] == [2]
+  _assert_state(found.items["state"], 3)
+  assert "trying step 3" in capsys.readouterr().out
