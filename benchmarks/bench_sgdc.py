@@ -202,11 +202,11 @@ def aggregate_table(args, impls, dtype):
       cells = []
       for key in ('fwd', 'fwd_bwd'):
         gbps = r[f'{key}_bytes'] / r[key] / 1e9
-        cells.append(f'{r[key] * 1e3:{9 if key == "fwd" else 11}.2f} {gbps:7.3g} '
-                     f'{100 * gbps / peak:6.0f}%')
+        share = f'{100 * gbps / peak:6.0f}%' if peak == peak else '      -'  # nan: unknown
+        cells.append(f'{r[key] * 1e3:{9 if key == "fwd" else 11}.2f} {gbps:7.3g} {share}')
       speedup = base.get('fwd_bwd', float('nan')) / r['fwd_bwd']
       print(f"{str(size):18} {impl:8} {' '.join(cells)} {speedup:16.2f}x  {r['device']}")
-  print('% peak: of --peak_gbps or the data-sheet bandwidth of a known GPU (nan if unknown); '
+  print('% peak: of --peak_gbps or the data-sheet bandwidth of a known GPU (- if unknown); '
         'speed-up: relative to the first implementation')
 
 

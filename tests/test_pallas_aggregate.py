@@ -50,7 +50,7 @@ def _value_and_grads(fn, x, logits, cot, k):
     ((1, 5, 11, 8), 1, 3, (8, 8)),   # H != W, W not a multiple of the tile, one head
     ((2, 9, 6, 16), 4, 7, (4, 4)),   # 4 heads of 4 channels (padded to the block), 3x2 tiles
     ((1, 3, 2, 8), 2, 7, (8, 8)),    # image smaller than the kernel
-    ((1, 10, 7, 24), 4, 3, (4, 2)),  # 6 channels per head, tiles of 4x2 with a ragged edge
+    ((1, 10, 7, 24), 4, 5, (4, 2)),  # k=5, 6 channels per head, 4x2 tiles with a ragged edge
 ])
 def test_matches_softmax_unfold_fp32(shape, heads, k, tile):
   x, logits, cot = _inputs(shape, heads, k)
