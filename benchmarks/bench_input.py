@@ -8,7 +8,7 @@ What is measured, in one process, `--runs` times in turn (medians over runs; rat
 within a run, so a machine whose load changes between runs still compares like with like):
 - train: `pipeline.create_train_dataset(config.data, train.batch_size, ...)` of the config,
   images/s over `--windows` windows of `--window_batches` batches after `--warmup_batches`;
-- eval: `pipeline.create_eval_dataset` over the eval split (the synthetic one enlarged to
+- eval: `pipeline.create_eval_iterator` over the eval split (the synthetic one enlarged to
   `--eval_records`), images/s of one pass after its first batch (worker start-up excluded);
 - each with `data.num_workers` = -1 (auto: `pipeline.resolve_workers`) and 0, and with the
   new path and `reference=True` (the previous one: full-size decode, float32 colour jitter).
@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import throughput  # noqa: E402  (benchmarks/)
+from sgdc_jax import experiment  # noqa: E402
 from sgdc_jax.data import pipeline  # noqa: E402
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,19 +53,15 @@ PATHS = (('new', False), ('old', True))
 
 def eval_rate(data_config, split: str, batch: int, reference: bool) -> float:
   """Images/s of one evaluation pass after its first batch."""
-  it = iter(pipeline.create_eval_dataset(data_config, split, batch, 0, 1, reference=reference))
-  try:
-    next(it)
-    start, rows = time.perf_counter(), 0
-    for b in it:
-      rows += int(b['valid'].sum())
-    if not rows:
-      raise ValueError(f'eval split {split!r} fits in one batch of {batch}: nothing to time '
-                       '(use a larger split)')
-    return rows / (time.perf_counter() - start)
-  finally:
-    if hasattr(it, 'close'):
-      it.close()
+  it = pipeline.create_eval_iterator(data_config, split, batch, 0, 1, reference=reference)
+  next(it)
+  start, rows = time.perf_counter(), 0
+  for b in it:
+    rows += int(b['valid'].sum())
+  if not rows:
+    raise ValueError(f'eval split {split!r} fits in one batch of {batch}: nothing to time '
+                     '(use a larger split)')
+  return rows / (time.perf_counter() - start)
 
 
 def component_ms(data_config, split: str, repeats: int = 20) -> dict[str, float]:
@@ -115,12 +112,12 @@ def measure_source(config, label: str, eval_split: str) -> dict:
                   if kind == 'train' else eval_rate(data, eval_split, eval_batch, reference))
           rates.setdefault((kind, workers, path), []).append(rate)
     print(f'  run {run + 1}/{_RUNS.value} done', flush=True)
-  resolved = {w: pipeline.resolve_workers(_with_workers(data, w)) for w in
-              (int(w) for w in _WORKERS.value)}
   print(f'{"pipeline":>8} {"workers":>9} {"threads":>7} {"new img/s":>10} {"old img/s":>10} '
         f'{"new/old":>8}   (medians over {_RUNS.value} runs; ratio within each run)')
   for kind in ('train', 'eval'):
-    for workers, (n_workers, n_threads) in resolved.items():
+    for workers in (int(w) for w in _WORKERS.value):
+      n_workers, n_threads = pipeline.resolve_workers(_with_workers(data, workers),
+                                                      evaluation=kind == 'eval')
       new, old = rates[(kind, workers, 'new')], rates[(kind, workers, 'old')]
       shown = f'auto={n_workers}' if workers == pipeline.AUTO else str(n_workers)
       print(f'{kind:>8} {shown:>9} {n_threads:>7} {throughput.median(new):>10.1f} '
@@ -139,6 +136,7 @@ def main(argv):
   """Measures every source and checks the pipeline-vs-step target."""
   del argv
   config = _CONFIG.value.copy_and_resolve_references()
+  experiment.enable_compilation_cache(config)  # as every entry point does
   config.data.synthetic.validation_size = max(config.data.synthetic.validation_size,
                                               _EVAL_RECORDS.value)
   print(f'config: image_size {config.data.image_size}, train batch {config.train.batch_size}, '

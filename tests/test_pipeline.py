@@ -208,8 +208,12 @@ def test_workers_and_read_threads_sized_to_the_host_unless_set(monkeypatch):
   assert pipeline.resolve_workers(config, cpus=2) == (1, 2)
   assert pipeline.resolve_workers(config, cpus=8) == (7, 1)
   assert pipeline.resolve_workers(config, cpus=64) == (pipeline.MAX_AUTO_WORKERS, 4)
+  # Evaluation: threads only (worker start-up would outweigh a validation pass).
+  assert pipeline.resolve_workers(config, cpus=64, evaluation=True) == (0, 4)
+  assert pipeline.resolve_workers(config, cpus=2, evaluation=True) == (0, 2)
   config.num_workers = 3                     # an explicit value wins ...
   assert pipeline.resolve_workers(config, cpus=64) == (3, 4)
+  assert pipeline.resolve_workers(config, cpus=64, evaluation=True) == (3, 4)
   config.read_threads = 0                    # ... for either field
   assert pipeline.resolve_workers(config, cpus=64) == (3, 0)
   config.num_workers, config.read_threads = 0, -1
@@ -374,7 +378,7 @@ def test_tfds_jpegs_decode_at_reduced_size_deterministically(tmp_path):
   for got, want in zip(train, reference):
     _assert_close_to_full_decode(got, want)
   evaluated = list(pipeline.create_eval_iterator(config, 'test', **kwargs))
-  reference = list(pipeline.create_eval_dataset(config, 'test', reference=True, **kwargs))
+  reference = list(pipeline.create_eval_iterator(config, 'test', reference=True, **kwargs))
   _assert_close_to_full_decode(evaluated[0], reference[0])
   assert np.abs(evaluated[0]['image'] - reference[0]['image']).max() > 0  # drafted indeed
   # Deterministic: again, and with threads computing the examples.

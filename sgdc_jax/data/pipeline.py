@@ -250,27 +250,31 @@ def validate_data_config(data_config) -> None:
                      f'{data_config.get("jpeg_draft")!r}')
 
 
-def resolve_workers(data_config, cpus: int | None = None) -> tuple[int, int]:
+def resolve_workers(data_config, cpus: int | None = None, *,
+                    evaluation: bool = False) -> tuple[int, int]:
   """`(num_workers, read_threads)` of `data_config`, -1 (auto) replaced by host-sized values.
 
-  Auto workers: `min(cpus - 1, MAX_AUTO_WORKERS)`, so one CPU stays with the training
-  process (step dispatch, host-to-device copies) and decoding/augmentation runs in separate
-  processes, free of the training process's GIL. Auto read threads (per process computing
-  elements, i.e. per worker when there are workers): `max(1, min(cpus // max(workers, 1),
-  MAX_AUTO_READ_THREADS))`; Pillow and NumPy release the GIL for most of their work.
-  Values >= 0 are used as given (0 workers: everything in the calling process; 0 threads:
-  elements computed in the consuming thread).
+  Auto workers for training: `min(cpus - 1, MAX_AUTO_WORKERS)`, so one CPU stays with the
+  training process (step dispatch, host-to-device copies) and decoding/augmentation runs in
+  separate processes, free of the training process's GIL. Auto workers for evaluation: 0,
+  because the eval iterator is rebuilt at every evaluation and starting worker processes
+  (seconds: each imports the package) costs more than a typical validation split takes.
+  Auto read threads (per process computing elements, i.e. per worker when there are
+  workers): `max(1, min(cpus // max(workers, 1), MAX_AUTO_READ_THREADS))`; Pillow and NumPy
+  release the GIL for most of their work. Values >= 0 are used as given (0 workers:
+  everything in the calling process; 0 threads: elements computed in the consuming thread).
 
   Args:
     data_config: a `default_data_config()`-like ConfigDict.
     cpus: CPUs to size for (default: `usable_cpus()`).
+    evaluation: size an evaluation pipeline rather than the training one.
   """
   validate_data_config(data_config)
   cpus = usable_cpus() if cpus is None else int(cpus)
   workers = int(data_config.get('num_workers', AUTO))
   threads = int(data_config.get('read_threads', AUTO))
   if workers == AUTO:
-    workers = max(0, min(cpus - 1, MAX_AUTO_WORKERS))
+    workers = 0 if evaluation else max(0, min(cpus - 1, MAX_AUTO_WORKERS))
   if threads == AUTO:
     threads = max(1, min(cpus // max(workers, 1), MAX_AUTO_READ_THREADS))
   return workers, threads
@@ -384,8 +388,8 @@ class EvalTransform(grain.transforms.Map):
     return out
 
 
-def _finalise(ds, data_config):
-  workers, threads = resolve_workers(data_config)
+def _finalise(ds, data_config, evaluation: bool = False):
+  workers, threads = resolve_workers(data_config, evaluation=evaluation)
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
                                             prefetch_buffer_size=int(data_config.prefetch_batches)))
   if workers > 0:
@@ -540,6 +544,13 @@ def create_eval_dataset(data_config, split: str, global_batch_size: int, process
 
   `reference=True` decodes JPEGs at full size (`EvalTransform`).
   """
+  return _eval_dataset(data_config, split, global_batch_size, process_index, process_count,
+                       reference)[0]
+
+
+def _eval_dataset(data_config, split, global_batch_size, process_index, process_count,
+                  reference=False) -> tuple[grain.IterDataset, int]:
+  """`(the evaluation pipeline, its number of batches)`."""
   validate_data_config(data_config)
   process_index, process_count = _processes(process_index, process_count)
   batch = _per_process_batch(global_batch_size, process_count)
@@ -549,11 +560,11 @@ def create_eval_dataset(data_config, split: str, global_batch_size: int, process
       EvalTransform(_undecoded_images(source), data_config,
                     where=f'{data_config.name}/{split}', reference=reference))
   ds = ds.batch(batch, drop_remainder=False)
-  return _finalise(ds, data_config)
+  return _finalise(ds, data_config, evaluation=True), len(indices) // batch
 
 
 def create_eval_iterator(data_config, split: str, global_batch_size: int, process_index=None,
-                         process_count=None):
+                         process_count=None, *, reference: bool = False):
   """Finite iterator over every record of `split` exactly once across processes.
 
   Args:
@@ -561,6 +572,7 @@ def create_eval_iterator(data_config, split: str, global_batch_size: int, proces
     split: split name.
     global_batch_size: rows per step over all processes; must divide by process_count.
     process_index, process_count: default to `jax.process_index()` / `jax.process_count()`.
+    reference: decode JPEGs at full size (`EvalTransform`; for tests and benchmarks).
 
   Returns:
     An iterator of ceil(N / global_batch_size) batches (the same count on every process) of
@@ -568,5 +580,19 @@ def create_eval_iterator(data_config, split: str, global_batch_size: int, proces
      'valid': bool (b,), 'index': int32 (b,) record index in the split, -1 for padding};
     padding rows are zeros. Order is deterministic (record order).
   """
-  return iter(create_eval_dataset(data_config, split, global_batch_size, process_index,
-                                  process_count))
+  ds, num_batches = _eval_dataset(data_config, split, global_batch_size, process_index,
+                                  process_count, reference)
+  return _take(iter(ds), num_batches)
+
+
+def _take(iterator, count: int):
+  """Yields `count` items of a Grain iterator, then closes it.
+
+  With worker processes, Grain reports the end of a finite stream only after a poll timeout
+  (about 1.5 s measured); the batch count is known, so the evaluation need not wait for it.
+  """
+  try:
+    for _ in range(count):
+      yield next(iterator)
+  finally:
+    iterator.close()
