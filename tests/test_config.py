@@ -7,10 +7,12 @@ import subprocess
 import sys
 
 import sgdc_jax  # noqa: F401  (XLA flags before jax)
+import jax
 import ml_collections
 import pytest
 
 from sgdc_jax import config as cv
+from sgdc_jax import experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ("default", "isic", "isic2016", "ph2", "conic", "demo")
@@ -137,3 +139,20 @@ def test_cli_rejects_unknown_field_and_bad_value(tmp_path):
   assert "data.data_dir: directory '/no/such/dir' does not exist" in err
   assert "train.batch_size: expected an integer >= 1, got 0" in err
   assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+def test_compilation_cache_dir_from_config_or_default(tmp_path, monkeypatch):
+  before = jax.config.jax_compilation_cache_dir
+  try:
+    cfg = cv.get_config()
+    cfg.compilation_cache_dir = str(tmp_path / "cache")
+    assert experiment.enable_compilation_cache(cfg) == str(tmp_path / "cache")
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
+    cfg.compilation_cache_dir = ""
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "env"))
+    assert experiment.enable_compilation_cache(cfg) == str(tmp_path / "env")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert experiment.enable_compilation_cache(cfg) == str(tmp_path / "xdg" / "sgdc_jax" / "jax")
+  finally:
+    jax.config.update("jax_compilation_cache_dir", before)

@@ -125,3 +125,13 @@ def test_entry_points_are_not_imported():
 ])
 def test_cycle_finder(edges, expected):
   assert _cycles(edges) == expected
+
+
+def test_every_entry_point_enables_the_compilation_cache():
+  for name in ENTRY_POINTS:
+    path = _modules()[name]
+    with open(path, encoding='utf-8') as f:
+      tree = ast.parse(f.read(), path)
+    calls = {n.func.attr for n in ast.walk(tree)
+             if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+    assert 'enable_compilation_cache' in calls, f'{name} does not enable the compilation cache'

@@ -247,25 +247,35 @@ def test_deferred_metric_fetch_stops_on_nan_with_last_good_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_deferred_fetch_trains_exactly_like_fetching_every_step(tmp_path):
+  """log_every 1, 3 and 4 give identical parameters; between fetches no device->host copy."""
   out = run_script(f"""
     from sgdc_jax import train
     finals, history = [], []
-    for log_every in (1, 3):
+    def guard(step):
+      # Steps 2 and 3 of the log_every=4 run must not move anything from the devices to the
+      # host, explicitly (device_get) or not: the loop only dispatches between fetches.
+      if step == 1:
+        jax.config.update('jax_transfer_guard_device_to_host', 'disallow_explicit')
+      elif step == 3:
+        jax.config.update('jax_transfer_guard_device_to_host', 'allow')
+    for log_every in (1, 3, 4):
       c = tiny_config()
       c.train.log_every = log_every; c.train.checkpoint_every = 0
       work = os.path.join({str(tmp_path)!r}, f'log{{log_every}}')
-      r = train.train_and_evaluate(c, work, run_eval=False)
+      r = train.train_and_evaluate(c, work, run_eval=False,
+                                   step_callback=guard if log_every == 4 else None)
       finals.append([np.asarray(x).tolist() for x in
                      jax.tree.leaves(jax.device_get((r.state.params, r.state.batch_stats)))])
       history.append([json.loads(l) for l in open(os.path.join(work, 'history.jsonl'))
                       if '"loss"' in l])
     print('RESULT' + json.dumps({{'finals': finals, 'history': history}}))
   """)
-  a, b = out["finals"]
-  assert len(a) == len(b) > 10
-  for x, y in zip(a, b):
+  a, b, c = out["finals"]
+  assert len(a) == len(b) == len(c) > 10
+  for x, y, z in zip(a, b, c):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  every, deferred = out["history"]
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(z))
+  every, deferred, _ = out["history"]
   assert [r["step"] for r in every] == [1, 2, 3, 4]
   assert [r["step"] for r in deferred] == [3, 4]
   # The deferred window's logged loss is the mean of the per-step losses it covers.

@@ -10,7 +10,6 @@ from typing import Any, Mapping
 
 import flax
 import jax
-import numpy as np
 
 from sgdc_jax import convert
 from sgdc_jax.models.resnet import EXPANSION, RESNET_SPECS, STAGE_WIDTHS
