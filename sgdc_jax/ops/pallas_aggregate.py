@@ -120,7 +120,7 @@ class _Geometry:
     return pltriton.load(ref.at[self.batch, ys, xs, cols], mask=valid,
                          other=0).astype(jnp.float32)
 
-  def load_probs(self, logit_ref):
+  def load_logits(self, logit_ref):
     """(TH, TW, TP) logits of the tile's pixels, padded taps at -inf."""
     logits = pltriton.load(logit_ref.at[self.tap_block()],
                            mask=self.inside[..., None] & (self.tcol < self.taps), other=0)
@@ -133,7 +133,7 @@ class _Geometry:
 
 def _forward_kernel(x_ref, logit_ref, out_ref, lse_ref, *, kernel_size, heads, tile):
   geo = _Geometry(x_ref, kernel_size, heads, tile)
-  logits = geo.load_probs(logit_ref)
+  logits = geo.load_logits(logit_ref)
   top = jnp.max(logits, axis=-1)
   lse = top + jnp.log(jnp.sum(jnp.exp(logits - top[..., None]), axis=-1))  # (TH, TW)
 
@@ -151,7 +151,7 @@ def _backward_kernel(x_ref, logit_ref, lse_ref, g_ref, dx_ref, dlogit_ref, *, ke
                      heads, tile):
   geo = _Geometry(x_ref, kernel_size, heads, tile)
   lse = geo.load_column(lse_ref, 0, 0, geo.head)
-  probs = jnp.exp(geo.load_probs(logit_ref) - lse[..., None])  # (TH, TW, TP), 0 beyond k*k
+  probs = jnp.exp(geo.load_logits(logit_ref) - lse[..., None])  # (TH, TW, TP), 0 beyond k*k
   g = pltriton.load(g_ref.at[geo.channel_block()], mask=geo.inside[..., None] & geo.cmask,
                     other=0).astype(jnp.float32)
 
