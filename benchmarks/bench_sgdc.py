@@ -14,12 +14,15 @@ Two tables:
   achieved bandwidth = minimum bytes / time. Minimum bytes: x, logits and out for the
   forward; plus g (the output cotangent), dx and dlogits for forward+backward. `% peak` is
   that bandwidth over the device's peak memory bandwidth (`--peak_gbps`, or a known GPU).
+  `max err` compares out, dx and dlogits with `unfold` on the same inputs: the check of the
+  compiled (not interpreted) Pallas kernel on the device.
 
 Times are medians of `--repeats` runs after one warm-up (compilation excluded). `pallas` rows
 are skipped on CPU, where the kernel only runs in Pallas interpret mode (a correctness tool,
 not a speed measurement).
 """
 import argparse
+import functools
 import json
 import os
 import resource
@@ -102,7 +105,7 @@ def worker_aggregate(impl, size, repeats, dtype):
   cot = jax.random.normal(jax.random.key(2), x.shape, dtype)
   fwd = jax.jit(lambda x, l: softmax_aggregate(x, l, KERNEL, impl))
 
-  def vjp(x, l, cot):
+  def vjp(x, l, cot, impl=impl):
     out, pullback = jax.vjp(lambda x, l: softmax_aggregate(x, l, KERNEL, impl), x, l)
     return out, pullback(cot)
 
@@ -110,10 +113,16 @@ def worker_aggregate(impl, size, repeats, dtype):
   jax.block_until_ready((x, logits, cot))
   t_fwd = _median_time(lambda: jax.block_until_ready(fwd(x, logits)), repeats)
   t_bwd = _median_time(lambda: jax.block_until_ready(fwd_bwd(x, logits, cot)), repeats)
+  # The compiled kernel checked on the device against the reference (tests only cover
+  # interpret mode): largest |difference| over out, dx and dlogits, float32.
+  got, want = fwd_bwd(x, logits, cot), jax.jit(functools.partial(vjp, impl='unfold'))(
+      x, logits, cot)
+  max_err = max(float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))))
+                for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
   fwd_bytes = 2 * x.nbytes + logits.nbytes  # x, logits, out
   return dict(fwd=t_fwd, fwd_bwd=t_bwd, fwd_bytes=fwd_bytes,
               fwd_bwd_bytes=2 * fwd_bytes,  # + g, dx, dlogits
-              device=jax.devices()[0].device_kind)
+              max_err=max_err, device=jax.devices()[0].device_kind)
 
 
 def worker_torch(reference_dir, size, repeats):
@@ -190,7 +199,8 @@ def aggregate_table(args, impls, dtype):
   print(f'\nAggregation alone (softmax over taps + k x k aggregation), {dtype}, heads={HEADS}, '
         f'k={KERNEL}; median of {args.repeats}; GB/s = minimum bytes / time')
   print(f"{'size (B,H,W,C)':18} {'impl':8} {'fwd ms':>9} {'GB/s':>7} {'% peak':>7} "
-        f"{'fwd+bwd ms':>11} {'GB/s':>7} {'% peak':>7} {'fwd+bwd speed-up':>17}")
+        f"{'fwd+bwd ms':>11} {'GB/s':>7} {'% peak':>7} {'fwd+bwd speed-up':>17} "
+        f"{'max err':>8}")
   for size in SIZES:
     results = {impl: run_worker(f'aggregate:{impl}', size, args, dtype) for impl in impls}
     base = next((r for r in results.values() if 'fwd_bwd' in r), {})
@@ -205,9 +215,11 @@ def aggregate_table(args, impls, dtype):
         share = f'{100 * gbps / peak:6.0f}%' if peak == peak else '      -'  # nan: unknown
         cells.append(f'{r[key] * 1e3:{9 if key == "fwd" else 11}.2f} {gbps:7.3g} {share}')
       speedup = base.get('fwd_bwd', float('nan')) / r['fwd_bwd']
-      print(f"{str(size):18} {impl:8} {' '.join(cells)} {speedup:16.2f}x  {r['device']}")
+      print(f"{str(size):18} {impl:8} {' '.join(cells)} {speedup:16.2f}x {r['max_err']:8.1e}  "
+            f"{r['device']}")
   print('% peak: of --peak_gbps or the data-sheet bandwidth of a known GPU (- if unknown); '
-        'speed-up: relative to the first implementation')
+        'speed-up: relative to the first implementation; max err: largest |difference| of '
+        'out, dx, dlogits from unfold')
 
 
 def main():
