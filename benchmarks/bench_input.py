@@ -153,7 +153,7 @@ def main(argv):
 
   consume = _CONSUME.value
   if not consume:
-    host = next(iter(pipeline.create_train_dataset(config.data, config.train.batch_size, 0, 0, 1)))
+    host = throughput.first_batch(config.data, config.train.batch_size)
     step = throughput.StepAlone(config, host)
     consume = throughput.median(step.rates(windows=3, window_steps=3))
     print(f'\ntrain step alone (this config, batch {config.train.batch_size}): '

@@ -36,6 +36,7 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import throughput  # noqa: E402  (benchmarks/)
+from sgdc_jax import config as config_lib  # noqa: E402
 from sgdc_jax import experiment, train  # noqa: E402
 from sgdc_jax.data import pipeline  # noqa: E402
 
@@ -91,6 +92,7 @@ def main(argv):
     raise app.UsageError('--warmup_windows and --windows must be >= 1 (the first window has '
                          'no start mark)')
   config = bench_config()
+  config_lib.validate_config(config, mode='train')  # before the step alone compiles
   cache_dir = experiment.enable_compilation_cache(config)
   batch = int(config.train.batch_size)
   workers, threads = pipeline.resolve_workers(config.data)
@@ -102,7 +104,7 @@ def main(argv):
         f'compilation cache {cache_dir}', flush=True)
   root = _WORKDIR.value or tempfile.mkdtemp(prefix='bench_train_')
 
-  host = next(iter(pipeline.create_train_dataset(config.data, batch, 0, 0, 1)))
+  host = throughput.first_batch(config.data, batch)
   alone = throughput.StepAlone(config, host)
   rounds = []
   for r in range(_ROUNDS.value):

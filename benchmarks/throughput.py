@@ -65,6 +65,15 @@ def train_pipeline_rate(data_config, batch_size: int, windows: int = 3, window_b
     it.close()
 
 
+def first_batch(data_config, batch_size: int) -> dict:
+  """The training pipeline's first batch (one process); its iterator is closed."""
+  it = iter(pipeline.create_train_dataset(data_config, batch_size, 0, 0, 1))
+  try:
+    return next(it)
+  finally:
+    it.close()
+
+
 def matmul_peak(sizes=(1024, 2048, 3072), repeats: int = 3) -> float:
   """Best float32 matmul FLOP/s over `sizes` (2 n^3 FLOPs per product): a CPU's usable peak."""
   best = 0.0
