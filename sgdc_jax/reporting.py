@@ -18,17 +18,16 @@ import sys
 from typing import Any, Callable, Mapping, Optional
 
 import jax
-import matplotlib
 import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
+# Figures are drawn on `Figure` objects, not pyplot: nothing here changes the process's
+# matplotlib backend (a notebook importing the package keeps its inline plots).
+from matplotlib.figure import Figure
 
 from sgdc_jax import config as config_lib
 from sgdc_jax.inference import ScoredImage
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 HISTORY = "history.jsonl"
 SUMMARY_KEYS = ("dice", "iou", "hd95", "assd", "accuracy", "sensitivity", "specificity",
@@ -183,7 +182,8 @@ def save_overlay(path: str, image: np.ndarray, target: np.ndarray, pred: np.ndar
   """PNG with the image, ground-truth contour (green), predicted contour (red) and, next to it,
   the SGE edge map (when given). `image` uint8 (H, W, 3); masks (H, W); `edge` (H, W)."""
   panels = 2 if edge is not None else 1
-  fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 4.5), squeeze=False)
+  fig = Figure(figsize=(4.5 * panels, 4.5))
+  axes = fig.subplots(1, panels, squeeze=False)
   ax = axes[0, 0]
   ax.imshow(image)
   for m, color in ((target, "lime"), (pred, "red")):
@@ -198,7 +198,6 @@ def save_overlay(path: str, image: np.ndarray, target: np.ndarray, pred: np.ndar
     ax.axis("off")
   fig.tight_layout()
   fig.savefig(path, dpi=80)
-  plt.close(fig)
 
 
 def plot_training_curve(history_path: str, out_png: str) -> Optional[str]:
@@ -218,7 +217,8 @@ def plot_training_curve(history_path: str, out_png: str) -> Optional[str]:
     return None
   series = {key: [(r["step"], r[key]) for r in rows if r.get(key) is not None]
             for key in ("loss", "val_dice", "val_hd95")}
-  fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+  fig = Figure(figsize=(13, 3.6))
+  axes = fig.subplots(1, 3)
   for ax, key, name in ((axes[0], "loss", "train loss"), (axes[1], "val_dice", "val Dice"),
                         (axes[2], "val_hd95", "val HD95 (px)")):
     if series[key]:
@@ -229,7 +229,6 @@ def plot_training_curve(history_path: str, out_png: str) -> Optional[str]:
     ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(out_png, dpi=90)
-  plt.close(fig)
   return out_png
 
 

@@ -283,3 +283,31 @@ def test_deferred_fetch_trains_exactly_like_fetching_every_step(tmp_path):
                              rtol=1e-6)
   np.testing.assert_allclose(deferred[1]["loss"], every[3]["loss"], rtol=1e-6)
   assert np.isfinite([r["loss"] for r in every]).all()
+
+
+@pytest.mark.slow
+def test_eval_mode_writes_one_folder_per_dataset_split_and_step(tmp_path):
+  work = str(tmp_path / "work")
+  out = run_script(f"""
+    from sgdc_jax import evaluate, train
+    c = tiny_config()
+    c.train.num_steps = 2; c.train.checkpoint_every = 0
+    train.train_and_evaluate(c, {work!r})
+    c.eval.checkpoint = 'latest'
+    test = evaluate.evaluate_checkpoint(c, {work!r})
+    val = evaluate.evaluate_checkpoint(c, {work!r}, split='validation')
+    print('RESULT' + json.dumps({{'test': test['output_dir'], 'val': val['output_dir'],
+                                  'step': test['checkpoint_step'], 'n': test['n_images']}}))
+  """)
+  assert out["step"] == 2 and out["n"] == 5
+  assert out["test"] == os.path.join(work, "eval", "synthetic_lesions", "test", "step_2")
+  assert out["val"] == os.path.join(work, "eval", "synthetic_lesions", "validation", "step_2")
+  for folder in (out["test"], out["val"]):
+    assert {"metrics.json", "per_image.csv", "overlays", "config.json"} <= set(os.listdir(folder))
+    metrics = json.load(open(os.path.join(folder, "metrics.json")))
+    assert metrics["checkpoint_step"] == 2 and metrics["n_images"] == 5
+    assert len(os.listdir(os.path.join(folder, "overlays"))) == 2
+  assert json.load(open(os.path.join(out["val"], "metrics.json")))["split"] == "validation"
+  # Evaluation leaves the training record alone; the workdir root holds no eval files.
+  assert json.load(open(os.path.join(work, "config.json")))["eval"]["checkpoint"] == "best"
+  assert not {"metrics.json", "per_image.csv"} & set(os.listdir(work))
