@@ -148,12 +148,12 @@ def training_lock(workdir: str, *, broadcast: Optional[Broadcast] = None,
   process_count = jax.process_count() if process_count is None else process_count
   broadcast = broadcast or _default_broadcast(process_count)
   status, message, f = _try_lock(workdir) if process_index == 0 else (0, "", None)
-  status, message = _decode(broadcast(_encode(status, message)))
-  if status:
-    raise (WorkdirBusyError if status == 1 else WorkdirError)(message)
   try:
+    status, message = _decode(broadcast(_encode(status, message)))
+    if status:
+      raise (WorkdirBusyError if status == 1 else WorkdirError)(message)
     yield
-  finally:
+  finally:  # also when the broadcast itself fails: never keep the lock past this block
     if f is not None:
       fcntl.flock(f, fcntl.LOCK_UN)
       f.close()

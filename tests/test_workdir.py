@@ -183,3 +183,15 @@ def test_missing_or_broken_record(tmp_path):
   with pytest.raises(workdir_lib.WorkdirError, match=r"cannot read the training config record "
                      + str(tmp_path / "config.json")):
     workdir_lib.compare_training_config(_config(), str(tmp_path))
+
+
+def test_a_failed_broadcast_releases_the_lock(tmp_path):
+  def broken(_):
+    raise RuntimeError("coordination service gone")
+
+  with pytest.raises(RuntimeError, match="coordination service gone"):
+    with workdir_lib.training_lock(str(tmp_path), broadcast=broken, process_index=0,
+                                   process_count=2):
+      pass
+  with workdir_lib.training_lock(str(tmp_path)):   # not left held
+    pass
