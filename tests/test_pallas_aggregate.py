@@ -171,10 +171,13 @@ def test_data_parallel_keeps_the_batch_sharded():
     assert r['loss_rel_diff'] < 1e-6 and r['grad_max_diff'] < 1e-5, (impl, r)
 
 
-def test_auto_picks_pallas_only_on_gpu(monkeypatch):
+def test_auto_picks_pallas_only_where_enabled(monkeypatch):
   assert aggregate.resolve_impl('auto') == 'shift'  # this CPU
   assert aggregate.resolve_impl('unfold') == 'unfold'
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  # Not enabled until timed on a GPU (see aggregate.PALLAS_BACKENDS).
+  assert aggregate.resolve_impl('auto') == 'shift'
+  monkeypatch.setattr(aggregate, 'PALLAS_BACKENDS', ('gpu',))
   assert aggregate.resolve_impl('auto') == 'pallas'
   monkeypatch.setattr(jax, 'default_backend', lambda: 'tpu')
   assert aggregate.resolve_impl('auto') == 'shift'
