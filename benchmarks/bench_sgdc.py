@@ -92,7 +92,7 @@ def worker_jax(impl, size, repeats, dtype):
 
 def worker_aggregate(impl, size, repeats, dtype):
   """Times `softmax_aggregate` alone; returns times and the minimum bytes moved."""
-  import sgdc_jax  # pylint: disable=g-import-not-at-top,unused-import
+  import sgdc_jax  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   import jax
   import jax.numpy as jnp
   from sgdc_jax.ops import softmax_aggregate

@@ -24,7 +24,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import flags
 
-from sgdc_jax import sharding
+from sgdc_jax import checkpoint_recovery, sharding
 
 BEST_METRIC = "val_dice"
 
@@ -89,7 +89,7 @@ class Checkpointer:
         best_fn=_best_metric, best_mode="max", preservation_policy=retention_policy(keep_best),
         create=not read_only, read_only=read_only, enable_async_checkpointing=True)
     self._mngr = ocp.CheckpointManager(self.directory, options=options,
-                                       item_names=("state", "data"))
+                                       item_names=("state", "data", checkpoint_recovery.FINGERPRINT_ITEM))
 
   def save(self, step: int, state: Any, data_iter: Any = None,
            metrics: Optional[dict[str, float]] = None) -> None:
@@ -99,6 +99,7 @@ class Checkpointer:
     """
     sharding.barrier("checkpoint_save")
     items = {"state": ocp.args.StandardSave(state)}
+    items[checkpoint_recovery.FINGERPRINT_ITEM] = checkpoint_recovery.fingerprint_save_args(state)
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iter)
     self._mngr.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
@@ -132,6 +133,20 @@ class Checkpointer:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     out = self._mngr.restore(step, args=ocp.args.Composite(**items))
     return out["state"], (out["data"] if data_iter is not None else None)
+
+  def restore_intact(self, abstract_state: Any, data_iter: Any = None, *,
+                     prefer: Optional[int] = None,
+                     set_aside_to: Optional[str] = None) -> tuple[Any, Any, int]:
+    """``(state, data_iter, step)`` of the newest checkpoint that restores intact."""
+    steps = None
+    if prefer is not None:
+      steps = [prefer] + [s for s in sorted(self.all_steps(), reverse=True) if s != prefer]
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    found = checkpoint_recovery.restore_newest_intact(self._mngr, items, steps=steps,
+                                                      set_aside_to=set_aside_to)
+    return found.items["state"], found.items.get("data"), found.step
 
   def reached_preemption(self, step: int) -> bool:
     """Orbax/JAX multi-process preemption consensus (False without `jax.distributed`)."""

@@ -16,6 +16,7 @@ import ml_collections
 
 from sgdc_jax import config as config_lib
 from sgdc_jax import experiment, inference, reporting
+from sgdc_jax import workdir as workdir_lib
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
@@ -30,6 +31,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     ConfigError: invalid config. FileNotFoundError: no checkpoint in `workdir/checkpoints`.
   """
   config_lib.validate_config(config, mode="eval")
+  workdir_lib.check_training_config(config, workdir, action="eval")
   split = split or config.data.test_split
   exp = experiment.build(config)
   state, step = experiment.restore_for_inference(exp, workdir)
@@ -41,5 +43,5 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   summary["output_dir"] = out_dir
   if primary:
     reporting.write_eval_outputs(out_dir, rows, summary)
-    config_lib.write_config(config, out_dir)
+    workdir_lib.write_run_config(config, out_dir, workdir)
   return summary

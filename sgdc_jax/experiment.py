@@ -156,10 +156,10 @@ def restore_for_inference(exp: Experiment, workdir: str) -> tuple[ts.TrainState,
   ckpt = checkpointing.Checkpointer(directory, keep_best=exp.config.train.keep_best,
                                     read_only=True)
   try:
-    step = ckpt.best_step() if exp.config.eval.checkpoint == "best" else ckpt.latest_step()
-    if step is None:
+    best = ckpt.best_step() if exp.config.eval.checkpoint == "best" else ckpt.latest_step()
+    if best is None:
       raise FileNotFoundError(f"no checkpoints in {directory}: train first")
-    state, _ = ckpt.restore(step, exp.abstract_state)
+    state, _, step = ckpt.restore_intact(exp.abstract_state, prefer=best)
   finally:
     ckpt.close()
   return state, step

@@ -18,7 +18,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from sgdc_jax import config as config_lib
-from sgdc_jax import evaluate, experiment, predict, reporting, train
+from sgdc_jax import checkpoint_recovery, evaluate, experiment, predict, reporting, train
+from sgdc_jax import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
                                           lock_config=True)
@@ -49,6 +50,9 @@ def main(argv):
   except train.NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3)
+  except (workdir_lib.WorkdirError, checkpoint_recovery.NoIntactCheckpointError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(4)
 
 
 if __name__ == "__main__":

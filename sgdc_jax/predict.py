@@ -23,6 +23,7 @@ from PIL import Image
 from sgdc_jax import config as config_lib
 from sgdc_jax import experiment, inference, reporting
 from sgdc_jax import sharding as shd
+from sgdc_jax import workdir as workdir_lib
 from sgdc_jax.data import image_io, pipeline
 
 
@@ -78,9 +79,12 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
     ConfigError: invalid config. FileNotFoundError: no checkpoint in `workdir/checkpoints`.
   """
   config_lib.validate_config(config, mode="predict")
+  workdir_lib.check_training_config(config, workdir, action="predict")
   pcfg = config.predict
   out_dir = pcfg.output_dir
   os.makedirs(out_dir, exist_ok=True)
+  if jax.process_index() == 0:
+    workdir_lib.write_run_config(config, out_dir, workdir)
   exp = experiment.build(config)
   state, step = experiment.restore_for_inference(exp, workdir)
   variables = state.eval_variables(use_ema=bool(config.eval.use_ema))

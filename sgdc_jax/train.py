@@ -30,6 +30,7 @@ from clu import metrics as clu_metrics
 from sgdc_jax import checkpointing, experiment, inference, losses, reporting
 from sgdc_jax import config as config_lib
 from sgdc_jax import sharding as shd
+from sgdc_jax import workdir as workdir_lib
 from sgdc_jax import train_state as ts
 from sgdc_jax.data import pipeline
 
@@ -227,9 +228,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       written (the last good state) are kept and nothing is saved after the bad step.
   """
   config_lib.validate_config(config, mode="train")
+  with workdir_lib.training_lock(workdir):
+    return _train_and_evaluate(config, workdir, step_callback=step_callback, run_eval=run_eval)
+
+
+def _train_and_evaluate(config, workdir, *, step_callback, run_eval):
   os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    config_lib.write_config(config, workdir)
   exp = experiment.build(config)
   p_train_step = make_train_step(exp)
   grain_iter = pipeline.create_train_iterator(
@@ -237,12 +241,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       process_index=jax.process_index(), process_count=jax.process_count())
   ckpt = checkpointing.Checkpointer(experiment.checkpoint_dir(workdir),
                                     keep_best=config.train.keep_best)
-  start = ckpt.latest_step()
-  if start is None:
+  if ckpt.all_steps():
+    workdir_lib.check_training_config(config, workdir, action="resume")
+  else:
+    workdir_lib.record_training_config(config, workdir)
+  if not ckpt.all_steps():
     start = 0
     state = experiment.init_state(exp)
   else:
-    state, grain_iter = ckpt.restore(start, exp.abstract_state, grain_iter)
+    state, grain_iter, start = ckpt.restore_intact(
+        exp.abstract_state, grain_iter, set_aside_to=ckpt.directory + ".damaged")
     reporting.log(f"resumed from step {start} in {ckpt.directory}")
   batches = shd.prefetch_to_device(grain_iter, exp.mesh, config.train.prefetch_to_device)
 

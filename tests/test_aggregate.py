@@ -69,10 +69,12 @@ def test_shift_vjp_matches_numerical_gradient():
                     argnums=(0, 1))(x, w)
   eps = 1e-6
   for idx in [(0, 0, 0, 0), (0, 3, 4, 3), (0, 2, 1, 2)]:
-    d = np.zeros_like(xs); d[idx] = eps
+    d = np.zeros_like(xs)
+    d[idx] = eps
     assert abs((f(xs + d, ws) - f(xs - d, ws)) / (2 * eps) - float(gx[idx])) < 1e-4
   for idx in [(0, 0, 0, 0, 0), (0, 1, 2, 1, 4), (0, 3, 4, 0, 8)]:
-    d = np.zeros_like(ws); d[idx] = eps
+    d = np.zeros_like(ws)
+    d[idx] = eps
     assert abs((f(xs, ws + d) - f(xs, ws - d)) / (2 * eps) - float(gw[idx])) < 1e-4
 
 

@@ -195,10 +195,6 @@ def _truncate_largest_data_file(step_dir: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "checkpoint_recovery.restore_newest_intact is not wired into Checkpointer/train yet "
-    "(/work/notes/issue11_wiring.md section 2): the resume restores the damaged latest step and "
-    "dies with a TensorStore traceback"))
 def test_damaged_latest_checkpoint_is_skipped_and_kept(reference, tmp_path):
   ref_state = reference.state()
   workdir = str(tmp_path / "damaged")

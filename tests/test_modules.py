@@ -1,5 +1,5 @@
 """SGE and SGDC against the independent NumPy reference (tests/numpy_reference.py)."""
-import sgdc_jax  # first: sets the XLA CPU flag before JAX starts
+import sgdc_jax  # noqa: F401  (first: sets the XLA CPU flag before JAX starts)
 
 import jax
 import jax.numpy as jnp

@@ -42,6 +42,7 @@ import ml_collections
 import numpy as np
 
 from sgdc_jax.boundary import boundary_target
+from sgdc_jax.data import builders
 from sgdc_jax.data import transforms as T
 from sgdc_jax.data.synthetic import SyntheticLesions
 
@@ -130,11 +131,6 @@ def _tfds_builder(name: str, data_config):
     FileNotFoundError: one of ours, not prepared in data_dir.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    from sgdc_jax.data import builders  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError(
-        f'dataset {name!r} needs the TFDS builders in sgdc_jax.data.builders: {e}') from e
   data_dir = data_config.data_dir or None
   ours = name.split('/')[0] in builders.BUILDERS
   if not ours and name not in _prepared_names(data_dir):
