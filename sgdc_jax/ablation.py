@@ -94,9 +94,13 @@ def _comparable(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def config_differences(recorded: dict[str, Any], config: ml_collections.ConfigDict) -> list[str]:
-  """Fields whose value differs between a finished run's record and `config` ('a.b: x vs y')."""
+  """Fields whose value differs between a finished run's record and `config` ('a.b: x vs y').
+
+  Fields the record does not have (added to the package after the run finished) are not
+  compared: the run used what was then the only behaviour.
+  """
   now = json.loads(json.dumps(_comparable(config), default=str))
-  keys = sorted(set(recorded) | set(now))
+  keys = sorted(set(recorded))
   return [f'{k}: {recorded.get(k)!r} (finished run) vs {now.get(k)!r} (now)' for k in keys
           if recorded.get(k) != now.get(k)]
 
