@@ -16,7 +16,8 @@ the report from all finished runs:
   `structure` against each other source (see `ablation_report`);
 - `ablation.png`: per-source box and strip plots of per-image HD95 and Dice.
 
-`--config.*` overrides apply to every run. Exit status: 0 done, 2 bad flags or config.
+`--config.*` overrides apply to every run. Exit status (`sgdc_jax.cli`): 0 done, 2 bad flags,
+config or other user error, 3 non-finite loss, 4 workdir busy.
 """
 from __future__ import annotations
 
@@ -24,9 +25,7 @@ import copy
 import dataclasses
 import json
 import os
-import sys
 import time
-import traceback
 from typing import Any, Sequence
 
 import sgdc_jax  # noqa: F401  (sets XLA flags before jax initialises)
@@ -38,6 +37,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from sgdc_jax import ablation_report as report
+from sgdc_jax import cli
 from sgdc_jax import config as config_lib
 from sgdc_jax import evaluate, experiment, models, train
 from sgdc_jax.modules import KERNEL_SOURCES
@@ -249,26 +249,24 @@ def define_flags() -> dict[str, Any]:
 
 
 def main(argv: Sequence[str], holders: dict[str, Any]) -> None:
-  """absl entry point; user errors print one message and exit 2 (SGDC_DEBUG=1: traceback)."""
-  values = {k: h.value for k, h in holders.items()}
+  """absl entry point; user errors print one message and exit non-zero (see `sgdc_jax.cli`)."""
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  values = {k: h.value for k, h in holders.items()}
+  cli.run(lambda: _main(values))
+
+
+def _main(values: dict[str, Any]) -> None:
+  if not values['workdir']:
+    raise ValueError('--workdir is required')
   try:
-    if not values['workdir']:
-      raise ValueError('--workdir is required')
-    try:
-      seeds = [int(s) for s in values['seeds']]
-    except ValueError:
-      raise ValueError(f'--seeds must be integers; got {values["seeds"]}') from None
-    experiment.initialize_processes()
-    experiment.enable_compilation_cache(values['config'])
-    paths = run_ablation(values['config'], values['workdir'], values['sources'], seeds,
-                         values['split'])
-  except (ValueError, FileNotFoundError) as e:  # ConfigError is a ValueError
-    if os.environ.get('SGDC_DEBUG'):
-      traceback.print_exc()
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    seeds = [int(s) for s in values['seeds']]
+  except ValueError:
+    raise ValueError(f'--seeds must be integers; got {values["seeds"]}') from None
+  experiment.initialize_processes()
+  experiment.enable_compilation_cache(values['config'])
+  paths = run_ablation(values['config'], values['workdir'], values['sources'], seeds,
+                       values['split'])
   if paths:
     print('[ablation] report: ' + ', '.join(paths.values()))
 
@@ -276,4 +274,4 @@ def main(argv: Sequence[str], holders: dict[str, Any]) -> None:
 if __name__ == '__main__':
   _holders = define_flags()
   flags.mark_flags_as_required(['config'])
-  app.run(lambda argv: main(argv, _holders))
+  app.run(lambda argv: main(argv, _holders), flags_parser=cli.parse_flags)

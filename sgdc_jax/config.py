@@ -21,7 +21,7 @@ import jax
 import ml_collections
 from flax import traverse_util
 
-from sgdc_jax import models
+from sgdc_jax import convert, models
 from sgdc_jax.checks import is_int, is_number
 from sgdc_jax.data import pipeline
 
@@ -240,6 +240,12 @@ def validate_config(config: ml_collections.ConfigDict, *, mode: str = "train",
     models.validate_model_config(config.model)
   except ValueError as e:
     problems.append(str(e))
+  try:
+    pipeline.validate_data_config(config.data)
+  except ValueError as e:
+    problems.append(str(e))
+  if mode == "train":  # the weights are read only when a training starts from step 0
+    problems.extend(_check_pretrained(config.model.pretrained))
   size = config.data.image_size
   if is_int(size) and (size < 32 or size % 32):
     problems.append(f"data.image_size: {size} must be a multiple of 32 (encoder stride)")
@@ -257,6 +263,20 @@ def validate_config(config: ml_collections.ConfigDict, *, mode: str = "train",
       problems.append("predict.output_dir: required for --mode=predict")
   if problems:
     raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _check_pretrained(path: str) -> list[str]:
+  """Problems with `model.pretrained` found without reading the file (its contents are
+  checked when they are loaded: `convert.load_torch_checkpoint`)."""
+  if not path:
+    return []
+  ext = os.path.splitext(path)[1].lower()
+  if not os.path.isfile(path):
+    return [f"model.pretrained: file {path!r} does not exist"]
+  if ext not in convert.WEIGHT_EXTENSIONS:
+    return [f"model.pretrained: {path!r} has extension {ext!r}; expected one of "
+            f"{', '.join(convert.WEIGHT_EXTENSIONS)}"]
+  return []
 
 
 def _check_dataset(config: ml_collections.ConfigDict, mode: str) -> list[str]:

@@ -20,6 +20,8 @@ import numpy as np
 from flax import traverse_util
 
 _IGNORED_SUFFIXES = ('num_batches_tracked',)
+# Extensions `load_torch_checkpoint` reads (checked up front by `config.validate_config`).
+WEIGHT_EXTENSIONS = ('.pth', '.pt', '.safetensors', '.npz')
 _SGE_IGNORED = ('sobel_x.weight', 'sobel_y.weight')
 
 
@@ -203,31 +205,47 @@ def torch_state_dict_to_flax(state_dict: Mapping[str, Any], module: str = 'sgdc'
 def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
   """Reads a state_dict from `.pth`/`.pt` (needs torch), `.safetensors` or `.npz`.
 
-  A checkpoint that wraps its weights in a 'state_dict' or 'model' entry is unwrapped.
+  `.pth`/`.pt` files are read with torch's weights-only unpickler, `.npz` without pickle: no
+  code from the file is ever run. A checkpoint that wraps its weights in a 'state_dict' or
+  'model' entry is unwrapped.
 
   Raises:
     FileNotFoundError: no such file. ImportError: a `.pth` without torch installed.
-    ValueError: unknown extension, or contents that are not a flat name -> array mapping.
+    ValueError: unknown extension, a file its format cannot read (corrupt, or a pickle of
+      anything but tensors), or contents that are not a flat name -> array mapping.
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f'checkpoint file not found: {path}')
   ext = os.path.splitext(path)[1].lower()
+  if ext not in WEIGHT_EXTENSIONS:
+    raise ValueError(f'{path}: unsupported extension {ext!r} '
+                     f'(expected {", ".join(WEIGHT_EXTENSIONS)})')
   if ext in ('.pth', '.pt'):
     try:
-      import torch  # pylint: disable=g-import-not-at-top
+      import torch  # pylint: disable=g-import-not-at-top  (optional, heavy)
     except ImportError as e:
       raise ImportError(f'reading {path} needs PyTorch (`pip install torch`); or convert it '
                         'to .safetensors / .npz on a machine that has it') from e
-    loaded = torch.load(path, map_location='cpu', weights_only=True)
+    what = 'weights-only PyTorch state dict'
+    read = lambda: torch.load(path, map_location='cpu', weights_only=True)
   elif ext == '.safetensors':
-    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-    loaded = load_file(path)
-  elif ext == '.npz':
-    with np.load(path, allow_pickle=False) as data:
-      loaded = {k: data[k] for k in data.files}
+    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top  (optional)
+    what = 'safetensors file'
+    read = lambda: load_file(path)
   else:
-    raise ValueError(f'{path}: unsupported extension {ext!r} '
-                     '(expected .pth, .pt, .safetensors or .npz)')
+    what = 'NumPy .npz archive of arrays'
+
+    def read():
+      with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+  try:
+    loaded = read()
+  except Exception as e:  # pylint: disable=broad-except  (each reader has its own errors)
+    # torch's own message advises weights_only=False, i.e. running code from the file: not
+    # repeated here.
+    raise ValueError(f'{path}: not a readable {what} ({type(e).__name__}); the file is '
+                     'corrupt or holds something other than a mapping of names to tensors'
+                     ) from None
   for wrapper in ('state_dict', 'model'):
     if isinstance(loaded, Mapping) and set(loaded) == {wrapper} or (
         isinstance(loaded, Mapping) and wrapper in loaded and isinstance(loaded[wrapper], Mapping)):

@@ -5,12 +5,19 @@
 
 Several processes (multi-host GPU/TPU, or loopback tests) are detected from the environment
 (`experiment.multiprocess_from_env`); `jax.distributed.initialize()` is then called before
-anything touches the devices. Exit status: 0 done, 2 invalid config, 3 non-finite loss.
+anything touches the devices.
+
+User errors print one line, `error: ...`, without a traceback (`SGDC_DEBUG=1` adds it; see
+`sgdc_jax.cli`). Exit status:
+  0  done (also when the workdir is already at train.num_steps: nothing to train);
+  2  invalid flags or config (unknown field, missing or broken config file, bad value, missing
+     `model.pretrained` file or unreadable weights) or another user error (no checkpoint to
+     evaluate or predict with, unusable predict folders);
+  3  non-finite loss (training stopped; the last good checkpoint is kept);
+  4  workdir busy (another training holds its lock) or no intact checkpoint to resume from.
 """
 
 from __future__ import annotations
-
-import sys
 
 import sgdc_jax  # noqa: F401  (sets XLA flags before jax initialises)
 import jax
@@ -18,8 +25,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from sgdc_jax import config as config_lib
-from sgdc_jax import checkpoint_recovery, evaluate, experiment, predict, reporting, train
-from sgdc_jax import workdir as workdir_lib
+from sgdc_jax import cli, evaluate, experiment, predict, reporting, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
                                           lock_config=True)
@@ -29,31 +35,24 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  """absl entry point: runs the selected mode and exits with its status."""
+  """absl entry point: runs the selected mode; user errors exit with one message."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.run(lambda: _run(_CONFIG.value, _WORKDIR.value, _MODE.value))
+
+
+def _run(config, workdir: str, mode: str) -> None:
   experiment.initialize_processes()
-  config, workdir, mode = _CONFIG.value, _WORKDIR.value, _MODE.value
   experiment.enable_compilation_cache(config)
-  try:
-    if mode == "train":
-      train.train_and_evaluate(config, workdir)
-    elif mode == "eval":
-      summary = evaluate.evaluate_checkpoint(config, workdir)
-      if jax.process_index() == 0:
-        reporting.print_summary(summary, summary["output_dir"])
-    else:
-      predict.predict_folder(config, workdir)
-  except config_lib.ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except train.NonFiniteLossError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(3)
-  except (workdir_lib.WorkdirError, checkpoint_recovery.NoIntactCheckpointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(4)
+  if mode == "train":
+    train.train_and_evaluate(config, workdir)
+  elif mode == "eval":
+    summary = evaluate.evaluate_checkpoint(config, workdir)
+    if jax.process_index() == 0:
+      reporting.print_summary(summary, summary["output_dir"])
+  else:
+    predict.predict_folder(config, workdir)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

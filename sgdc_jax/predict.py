@@ -6,8 +6,13 @@ transform (`pipeline.EvalTransform`), run through the network in batches of
 `config.predict.batch_size` (the last batch padded), and its probabilities are resized back to
 the original size. Outputs in `config.predict.output_dir`: `<stem>.png` (binary: 0/255;
 multi-class: the class label per pixel) and, with `config.predict.save_probabilities`,
-`<stem>_prob.png` (foreground probability x 255, or the max class probability x 255). Files that
-cannot be read as images are reported, skipped and counted.
+`<stem>_prob.png` (foreground probability x 255, or the max class probability x 255). Inputs
+that share a stem (`x.jpg`, `x.png`) are written as `<name>.png` (`x.jpg.png`, `x.png.png`) so
+that none overwrites another; the collision is logged. Files that cannot be read as images are
+reported, skipped and counted.
+
+The output folder must not be the input folder or lie inside it (masks would overwrite inputs,
+and be read as inputs by the next run); both are compared by their real paths.
 """
 
 from __future__ import annotations
@@ -46,6 +51,35 @@ def list_inputs(input_dir: str) -> tuple[list[str], list[str]]:
   return images, others
 
 
+def check_output_dir(input_dir: str, output_dir: str) -> None:
+  """Creates `output_dir`; raises `ValueError` naming both folders when it is `input_dir` or
+  inside it, or when it is a file or cannot be created."""
+  src, dst = os.path.realpath(input_dir), os.path.realpath(output_dir)
+  if dst == src or dst.startswith(src.rstrip(os.sep) + os.sep):
+    raise ValueError(f"predict.output_dir {output_dir!r} is {'' if dst == src else 'inside '}"
+                     f"predict.input_dir {input_dir!r}: the masks would overwrite or mix with "
+                     "the input images; choose a folder outside it")
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise ValueError(f"predict.output_dir {output_dir!r} is an existing file, not a folder")
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"predict.output_dir {output_dir!r} cannot be created: "
+                     f"{e.strerror or e}") from None
+  if not os.access(output_dir, os.W_OK | os.X_OK):
+    raise ValueError(f"predict.output_dir {output_dir!r} is not writable")
+
+
+def output_names(paths: list[str]) -> dict[str, str]:
+  """Output name (without '.png') of each input path: its stem, or its file name when
+  another input shares the stem (`x.jpg`, `x.png` -> `x.jpg`, `x.png`)."""
+  stems: dict[str, list[str]] = {}
+  for path in paths:
+    stems.setdefault(os.path.splitext(os.path.basename(path))[0], []).append(path)
+  return {path: (stem if len(group) == 1 else os.path.basename(path))
+          for stem, group in stems.items() for path in group}
+
+
 def read_image(path: str) -> np.ndarray:
   """uint8 (H, W, 3) RGB; raises `ValueError` naming the file when it is not a readable image."""
   return image_io.read_rgb(path)
@@ -76,13 +110,14 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
   Returns:
     `PredictReport`; a summary line is printed with the number written and skipped.
   Raises:
-    ConfigError: invalid config. FileNotFoundError: no checkpoint in `workdir/checkpoints`.
+    ConfigError: invalid config. ValueError: output folder unusable (see `check_output_dir`).
+    FileNotFoundError: no checkpoint in `workdir/checkpoints`.
   """
   config_lib.validate_config(config, mode="predict")
   workdir_lib.check_training_config(config, workdir, action="predict")
   pcfg = config.predict
   out_dir = pcfg.output_dir
-  os.makedirs(out_dir, exist_ok=True)
+  check_output_dir(pcfg.input_dir, out_dir)
   if jax.process_index() == 0:
     workdir_lib.write_run_config(config, out_dir, workdir)
   exp = experiment.build(config)
@@ -91,6 +126,11 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
   num_classes = int(config.model.num_classes)
   predict = inference.make_predict_fn(exp.model, num_classes, exp.mesh)
   paths, others = list_inputs(pcfg.input_dir)
+  names = output_names(paths)
+  for path in paths:
+    if names[path] != os.path.splitext(os.path.basename(path))[0]:
+      reporting.log(f"predict: {os.path.basename(path)} shares its stem with another input; "
+                    f"its mask is {names[path]}.png")
   report = PredictReport(written=[], unreadable=[], skipped_non_image=others)
   for p in others:
     reporting.log(f"predict: skipping {p}: not an image file extension")
@@ -110,8 +150,8 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
     for i, (path, (h, w), _) in enumerate(pending):
       if jax.process_index() == 0:
         p = inference.resize_probs(probs[i], h, w)
-        stem = os.path.splitext(os.path.basename(path))[0]
-        report.written.append(_write(out_dir, stem, p, num_classes, bool(pcfg.save_probabilities)))
+        report.written.append(_write(out_dir, names[path], p, num_classes,
+                                     bool(pcfg.save_probabilities)))
     pending.clear()
 
   for path in paths:

@@ -255,6 +255,9 @@ def _train_and_evaluate(config, workdir, *, step_callback, run_eval):
   batches = shd.prefetch_to_device(grain_iter, exp.mesh, config.train.prefetch_to_device)
 
   num_steps = int(config.train.num_steps)
+  if start >= num_steps:
+    reporting.log(f"workdir already at step {start} >= train.num_steps={num_steps}: nothing to "
+                  f"train (raise --config.train.num_steps to continue)")
   writer = reporting.create_writer(workdir, start)
   if start == 0:
     reporting.write_hparams(writer, config)

@@ -156,3 +156,22 @@ def test_compilation_cache_dir_from_config_or_default(tmp_path, monkeypatch):
     assert experiment.enable_compilation_cache(cfg) == str(tmp_path / "xdg" / "sgdc_jax" / "jax")
   finally:
     jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_pretrained_path_and_data_fields_checked_up_front(tmp_path):
+  cfg = load("demo")
+  cfg.model.pretrained = str(tmp_path / "r18.pth")
+  msg = _message(cfg)
+  assert f"model.pretrained: file '{tmp_path / 'r18.pth'}' does not exist" in msg
+  (tmp_path / "r18.h5").write_bytes(b"x")
+  cfg.model.pretrained = str(tmp_path / "r18.h5")
+  assert "model.pretrained" in _message(cfg) and "extension '.h5'" in _message(cfg)
+  cv.validate_config(cfg, mode="eval", device_count=1, process_count=1)  # read only in train
+  cfg = load("demo")
+  cfg.data.num_workers = -2
+  assert "data.num_workers: expected -1 (auto" in _message(cfg)
+
+
+def test_base_data_config_defaults_to_auto_workers():
+  d = cv.get_config().data
+  assert (d.num_workers, d.read_threads, d.jpeg_draft) == (-1, -1, True)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from image_examples import PatternSource, encode
+from image_examples import PatternSource
 from sgdc_jax.boundary import boundary_target
 from sgdc_jax.data import pipeline
 from sgdc_jax.data import transforms as T

@@ -36,13 +36,40 @@ def test_list_inputs_and_read_errors(tmp_path):
     predict.read_image(images[2])
 
 
+def test_output_dir_must_be_outside_input_and_creatable(tmp_path):
+  src = tmp_path / "in"
+  src.mkdir()
+  for out in (src, src / "masks", tmp_path / "link"):
+    if out.name == "link":
+      os.symlink(src, out)
+    with pytest.raises(ValueError) as e:
+      predict.check_output_dir(str(src), str(out))
+    assert str(src) in str(e.value) and str(out) in str(e.value)
+  assert not (src / "masks").exists()
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(ValueError, match="is an existing file"):
+    predict.check_output_dir(str(src), str(tmp_path / "file"))
+  with pytest.raises(ValueError, match="cannot be created"):
+    predict.check_output_dir(str(src), str(tmp_path / "file" / "sub"))
+  predict.check_output_dir(str(src), str(tmp_path / "in2" / "masks"))  # a sibling prefix is fine
+  assert (tmp_path / "in2" / "masks").is_dir()
+
+
+def test_inputs_sharing_a_stem_get_their_own_output():
+  names = predict.output_names(["d/x.jpg", "d/x.png", "d/y.png"])
+  assert names == {"d/x.jpg": "x.jpg", "d/x.png": "x.png", "d/y.png": "y"}
+
+
 @pytest.mark.slow
 def test_predict_folder_with_unreadable_file(tmp_path):
   sizes = make_folder(str(tmp_path / "in"))
+  Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(str(tmp_path / "in" / "a.jpg"))
+  sizes["a.jpg"] = (20, 30)
   work, out = str(tmp_path / "work"), str(tmp_path / "out")
   result = run_script(f"""
     from sgdc_jax import train, predict
     c = tiny_config()
+    c.data.num_workers = 0
     c.train.num_steps = 2
     train.train_and_evaluate(c, {work!r})
     c.predict.input_dir = {str(tmp_path / 'in')!r}
@@ -54,11 +81,14 @@ def test_predict_folder_with_unreadable_file(tmp_path):
         'unreadable': [os.path.basename(p) for p, _ in r.unreadable],
         'ignored': [os.path.basename(p) for p in r.skipped_non_image]}}))
   """)
-  assert result["written"] == ["a.png", "b.png", "c.png"]
+  # a.jpg and a.png share a stem: each gets its own mask, and the log counts what was written.
+  assert result["written"] == ["a.jpg.png", "a.png.png", "b.png", "c.png"]
+  assert sorted(f for f in os.listdir(out) if not f.endswith(("_prob.png", ".json"))) == (
+      result["written"])
   assert result["unreadable"] == ["broken.png"]
   assert result["ignored"] == ["notes.txt"]
   for name, (h, w) in sizes.items():
-    stem = os.path.splitext(name)[0]
+    stem = name if name.startswith("a.") else os.path.splitext(name)[0]
     mask = np.asarray(Image.open(os.path.join(out, f"{stem}.png")))
     prob = np.asarray(Image.open(os.path.join(out, f"{stem}_prob.png")))
     assert mask.shape == (h, w) and prob.shape == (h, w)

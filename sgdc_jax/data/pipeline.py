@@ -60,10 +60,13 @@ def default_data_config() -> ml_collections.ConfigDict:
     image_size: side S of the square network input.
     train_split / eval_split / test_split: split names.
     boundary_width: band width of the edge target (see `sgdc_jax.boundary`).
-    num_workers: Grain worker processes (0 = in the calling process).
+    num_workers: Grain worker processes; -1 = auto (see `resolve_workers`), 0 = in the
+      calling process, n > 0 = exactly n.
     worker_buffer_size: batches buffered per worker process.
-    read_threads, prefetch_batches: threads per process computing batches, and batches
-      buffered per process.
+    read_threads, prefetch_batches: threads per process (per worker) computing batches
+      (-1 = auto, see `resolve_workers`), and batches buffered per process.
+    jpeg_draft: decode JPEG-stored images at 1/2, 1/4 or 1/8 size (PIL draft mode) when the
+      resize shrinks them at least that much; False = always decode at full size.
     augment: training augmentation (enabled, flips, rot90, scale-crop range, colour jitter).
     mean / std: per-channel normalisation of [0, 1] RGB (ImageNet by default).
     synthetic: sizes, raw resolution and seed of the synthetic splits.
@@ -76,10 +79,12 @@ def default_data_config() -> ml_collections.ConfigDict:
   config.eval_split = 'validation'
   config.test_split = 'test'
   config.boundary_width = 2
-  config.num_workers = 0
+  config.num_workers = -1       # -1 = auto, see resolve_workers
   config.worker_buffer_size = 2
-  config.read_threads = 2
+  config.read_threads = -1      # -1 = auto, see resolve_workers
   config.prefetch_batches = 4
+  # DCT-scaled JPEG decoding: several times cheaper for large images resized to image_size.
+  config.jpeg_draft = True
   config.augment = ml_collections.ConfigDict(dict(
       enabled=True, hflip=True, vflip=True, rot90=True,
       scale_min=0.5, scale_max=1.0, ratio_min=3 / 4, ratio_max=4 / 3,

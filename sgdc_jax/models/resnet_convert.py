@@ -6,7 +6,8 @@ converted weights into an `SGDCNet`'s variables (subtree 'encoder'). Nothing is 
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import re
+from typing import Any, Mapping, Optional
 
 import flax
 import jax
@@ -98,6 +99,34 @@ def _infer_depth(encoder_params: Mapping[str, Any]) -> int:
                    f'{kind} blocks)')
 
 
+def state_dict_depth(state_dict: Mapping[str, Any]) -> Optional[int]:
+  """The torchvision ResNet depth whose block layout the keys of `state_dict` have (blocks
+  per stage `layerS.J.*`, bottleneck blocks by their `conv3`), or None when none matches."""
+  blocks = [set() for _ in range(4)]
+  for key in state_dict:
+    m = re.match(r'layer([1-4])\.(\d+)\.', key)
+    if m:
+      blocks[int(m.group(1)) - 1].add(int(m.group(2)))
+  kind = 'bottleneck' if 'layer1.0.conv3.weight' in state_dict else 'basic'
+  for depth, spec in RESNET_SPECS.items():
+    if spec == (kind, tuple(len(b) for b in blocks)):
+      return depth
+  return None
+
+
+def _explain_mismatch(state_dict: Mapping[str, Any], depth: int, path: str) -> str:
+  """Why the file at `path` cannot fill a `ResNet(depth)` encoder, in one sentence."""
+  found = state_dict_depth(state_dict)
+  if found is not None:
+    return (f'{path}: ResNet-{found} weights for a resnet{depth} encoder (model.encoder); '
+            f'set model.encoder=resnet{found} or use ResNet-{depth} weights')
+  if 'conv1.weight' not in state_dict or not any(k.startswith('layer1.') for k in state_dict):
+    keys = sorted(state_dict)
+    return (f'{path}: not a torchvision/timm ResNet state dict (no conv1.weight / layer1.* '
+            f'keys; {len(keys)} keys such as {keys[:5]})')
+  return ''
+
+
 def load_pretrained_encoder(variables: Mapping[str, Any], path: str) -> dict[str, Any]:
   """Returns `variables` of an `SGDCNet` with the encoder replaced by the weights in `path`.
 
@@ -112,8 +141,9 @@ def load_pretrained_encoder(variables: Mapping[str, Any], path: str) -> dict[str
     encoder arrays are float32 `jax.Array`s.
 
   Raises:
-    FileNotFoundError: missing file. ValueError: wrong keys/shapes (see
-    `torchvision_resnet_to_flax`) or variables without an encoder.
+    FileNotFoundError: missing file. ValueError naming `path`: not a readable weights file,
+    not a ResNet, a ResNet of another depth (named), other wrong keys/shapes (see
+    `torchvision_resnet_to_flax`); or variables without an encoder.
   """
   frozen = isinstance(variables, flax.core.FrozenDict)
   new = flax.core.unfreeze(variables) if frozen else dict(variables)
@@ -121,7 +151,12 @@ def load_pretrained_encoder(variables: Mapping[str, Any], path: str) -> dict[str
     raise ValueError("variables must contain 'params'/'encoder' and 'batch_stats'/'encoder' "
                      '(from SGDCNet.init)')
   depth = _infer_depth(new['params']['encoder'])
-  converted = torchvision_resnet_to_flax(convert.load_torch_checkpoint(path), depth)
+  state_dict = convert.load_torch_checkpoint(path)
+  try:
+    converted = torchvision_resnet_to_flax(state_dict, depth)
+  except convert.ConversionError as e:
+    raise convert.ConversionError(_explain_mismatch(state_dict, depth, path) or f'{path}: {e}'
+                                  ) from None
   for collection in ('params', 'batch_stats'):
     old = new[collection]['encoder']
     old_struct = jax.tree.structure(old)
