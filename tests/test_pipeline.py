@@ -4,6 +4,7 @@ import sgdc_jax  # noqa: F401  (sets XLA flags before jax is used anywhere)
 import itertools
 import json
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -225,8 +226,9 @@ def test_workers_and_read_threads_sized_to_the_host_unless_set(monkeypatch):
   assert next(it)['image'].shape == (4, 24, 24, 3)
   for field, value in (('num_workers', -2), ('read_threads', -3), ('worker_buffer_size', 0),
                        ('jpeg_draft', 'yes')):
-    bad = _config()
-    bad[field] = value
+    bad = _config().to_dict()
+    bad[field] = value  # via a dict: the base config's typed bool field refuses 'yes' itself
+    bad = ml_collections.ConfigDict(bad)
     with pytest.raises(ValueError, match=f'data.{field}'):
       pipeline.create_train_iterator(bad, 4, seed=0, process_index=0, process_count=1)
 
