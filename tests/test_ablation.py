@@ -106,7 +106,7 @@ TINY_CONFIG = textwrap.dedent("""
       mc.encoder = 'resnet18'; mc.decoder_channels = 16; mc.sge_bottleneck = 16; mc.sge_mid = 16
       mc.guide_channels = 4; mc.num_heads = 2; mc.n_blocks = 1
       d = c.data
-      d.image_size = 64; d.read_threads = 1; d.prefetch_batches = 1
+      d.image_size = 64; d.read_threads = 1; d.prefetch_batches = 1; d.num_workers = 0
       d.synthetic.train_size = 16; d.synthetic.validation_size = 4; d.synthetic.test_size = 6
       d.synthetic.height = 48; d.synthetic.width = 64
       c.train.num_steps = 6; c.train.batch_size = 2; c.train.log_every = 1

@@ -29,7 +29,7 @@ TINY_FLAGS = [
     "--config.model.encoder=resnet18", "--config.model.decoder_channels=16",
     "--config.model.sge_bottleneck=16", "--config.model.sge_mid=16",
     "--config.model.guide_channels=4", "--config.model.num_heads=2", "--config.model.n_blocks=1",
-    "--config.data.image_size=64", "--config.data.read_threads=1",
+    "--config.data.image_size=64", "--config.data.read_threads=1", "--config.data.num_workers=0",
     "--config.data.prefetch_batches=1", "--config.data.synthetic.train_size=16",
     "--config.data.synthetic.validation_size=4", "--config.data.synthetic.test_size=4",
     "--config.data.synthetic.height=48", "--config.data.synthetic.width=64",
