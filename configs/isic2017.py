@@ -47,13 +47,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.eval.batch_size = 16
   config.eval.overlays = 8
   if variant == "cpu":
-    m = config.model
-    m.encoder = "resnet18"
-    m.decoder_channels = 64
-    m.sge_bottleneck = 64
-    m.sge_mid = 64
+    base.use_cpu_model(config)  # ResNet-18, D=64, lr 1e-3, as the demo
     d.image_size = 96
-    config.optimizer.learning_rate = 1e-3
     config.optimizer.warmup_steps = 100
     config.train.num_steps = 2000
     config.train.log_every = 50

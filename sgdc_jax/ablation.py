@@ -212,12 +212,13 @@ def run_ablation(config: ml_collections.ConfigDict, workdir: str, sources: Seque
                      f'{list(sources)} and {list(seeds)}')
   split = split or config.data.test_split
   runs = plan(workdir, sources, seeds)
+  finished = {}
   for run in runs:  # validate every run's config and every finished record up front
     config_lib.validate_config(run_config(config, run), mode='train')
-    finished_record(config, run)
+    finished[run] = finished_record(config, run)
   records = []
   for run in runs:
-    record = finished_record(config, run)
+    record = finished[run]
     if record is not None:
       print(f'[ablation] {run.source} seed {run.seed}: finished, skipped', flush=True)
     else:

@@ -146,16 +146,23 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def demo_config() -> ml_collections.ConfigDict:
-  """`configs/demo.py` (kept in the package so that `python -m sgdc_jax.demo` works from an
-  installed package): ResNet-18, D=64, 96x96 synthetic lesions, 150 steps of batch 8."""
-  config = get_config()
+def use_cpu_model(config: ml_collections.ConfigDict) -> None:
+  """Shrinks `config` in place to the CPU-sized network of the demo and the `:cpu` variants:
+  ResNet-18, D=64 (SGE bottleneck and mid channels too), 4 heads, peak learning rate 1e-3."""
   m = config.model
   m.encoder = "resnet18"
   m.decoder_channels = 64
   m.num_heads = 4
   m.sge_bottleneck = 64
   m.sge_mid = 64
+  config.optimizer.learning_rate = 1e-3
+
+
+def demo_config() -> ml_collections.ConfigDict:
+  """`configs/demo.py` (kept in the package so that `python -m sgdc_jax.demo` works from an
+  installed package): ResNet-18, D=64, 96x96 synthetic lesions, 150 steps of batch 8."""
+  config = get_config()
+  use_cpu_model(config)
   d = config.data
   d.image_size = 96
   d.synthetic.train_size = 1000
@@ -163,7 +170,6 @@ def demo_config() -> ml_collections.ConfigDict:
   d.synthetic.test_size = 100
   d.synthetic.height = 120
   d.synthetic.width = 160
-  config.optimizer.learning_rate = 1e-3
   config.optimizer.warmup_steps = 20
   config.train.num_steps = 150
   config.train.batch_size = 8

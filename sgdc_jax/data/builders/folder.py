@@ -114,34 +114,30 @@ class FolderOptions:
     return 'binary: {0,1} or {0,255} -> {0,1}'
 
 
-def parse_split_ratios(text: str) -> tuple[tuple[str, float], ...]:
-  """'train=0.8,validation=0.1,test=0.1' -> (('train', 0.8), ...)."""
+def _parse_pairs(text: str, sep: str, key, value, flag: str, expected: str) -> tuple:
+  """'a<sep>b,c<sep>d' -> ((key(a), value(b)), ...); a ValueError naming `flag` otherwise."""
   out = []
   for item in text.split(','):
-    split, sep, fraction = item.partition('=')
+    left, found, right = item.partition(sep)
     try:
-      if not sep:
+      if not found:
         raise ValueError
-      out.append((split.strip(), float(fraction)))
+      out.append((key(left), value(right)))
     except ValueError:
-      raise ValueError(f'--split_ratios={text!r}: expected SPLIT=FRACTION,... such as '
-                       'train=0.8,validation=0.1,test=0.1') from None
+      raise ValueError(f'{flag}={text!r}: expected {expected}') from None
   return tuple(out)
+
+
+def parse_split_ratios(text: str) -> tuple[tuple[str, float], ...]:
+  """'train=0.8,validation=0.1,test=0.1' -> (('train', 0.8), ...)."""
+  return _parse_pairs(text, '=', str.strip, float, '--split_ratios',
+                      'SPLIT=FRACTION,... such as train=0.8,validation=0.1,test=0.1')
 
 
 def parse_mask_classes(text: str) -> tuple[tuple[int, int], ...]:
   """'0:0,128:1,255:2' -> ((0, 0), (128, 1), (255, 2))."""
-  out = []
-  for item in text.split(','):
-    value, sep, cls = item.partition(':')
-    try:
-      if not sep:
-        raise ValueError
-      out.append((int(value), int(cls)))
-    except ValueError:
-      raise ValueError(f'--mask_classes={text!r}: expected VALUE:CLASS,... with integers, '
-                       'such as 0:0,128:1,255:2') from None
-  return tuple(out)
+  return _parse_pairs(text, ':', int, int, '--mask_classes',
+                      'VALUE:CLASS,... with integers, such as 0:0,128:1,255:2')
 
 
 def check_name(name: str | None) -> str:
