@@ -2,7 +2,7 @@
 
     python benchmarks/bench_sgdc.py [--reference_dir=/path/to/SGDC] [--repeats=5]
         [--impls=unfold,shift,pallas] [--dtypes=float32,bfloat16] [--tables=block,aggregate]
-        [--peak_gbps=3350]
+        [--peak_gbps=3350] [--pallas_launch=8x8/4/2,16x8/8/3]
 
 Two tables:
 - `block`: the SGDC block (C=256, heads=4, k=7), optionally against the PyTorch reference.
@@ -15,7 +15,9 @@ Two tables:
   forward; plus g (the output cotangent), dx and dlogits for forward+backward. `% peak` is
   that bandwidth over the device's peak memory bandwidth (`--peak_gbps`, or a known GPU).
   `max err` compares out, dx and dlogits with `unfold` on the same inputs: the check of the
-  compiled (not interpreted) Pallas kernel on the device.
+  compiled (not interpreted) Pallas kernel on the device. `--pallas_launch` adds one row per
+  Triton launch configuration `THxTW/num_warps/num_stages` (e.g. `pallas@16x8/8/3`), to tune
+  `TILE`, `NUM_WARPS` and `NUM_STAGES` of `sgdc_jax/ops/pallas_aggregate.py` on a GPU.
 
 Times are medians of `--repeats` runs after one warm-up (compilation excluded). `pallas` rows
 are skipped on CPU, where the kernel only runs in Pallas interpret mode (a correctness tool,
@@ -56,7 +58,28 @@ def _median_time(fn, repeats):
 
 def _interpret_only(impl):
   import jax  # pylint: disable=g-import-not-at-top
-  return impl == 'pallas' and jax.default_backend() == 'cpu'
+  return impl.startswith('pallas') and jax.default_backend() == 'cpu'
+
+
+def parse_launch(spec):
+  """'16x8/8/3' -> dict(tile=(16, 8), num_warps=8, num_stages=3) (a --pallas_launch entry)."""
+  try:
+    tile, warps, stages = spec.split('/')
+    th, tw = tile.split('x')
+    return dict(tile=(int(th), int(tw)), num_warps=int(warps), num_stages=int(stages))
+  except ValueError:
+    raise SystemExit(f'--pallas_launch entry {spec!r}: expected THxTW/num_warps/num_stages, '
+                     'e.g. 16x8/8/3') from None
+
+
+def _aggregate_fn(impl):
+  """`softmax_aggregate` for an impl name, or the Pallas kernel at a launch ('pallas@...')."""
+  from sgdc_jax.ops import softmax_aggregate  # pylint: disable=g-import-not-at-top
+  from sgdc_jax.ops.pallas_aggregate import softmax_aggregate_pallas
+  if impl.startswith('pallas@'):
+    launch = parse_launch(impl.split('@', 1)[1])
+    return lambda x, l: softmax_aggregate_pallas(x, l, KERNEL, **launch)
+  return lambda x, l: softmax_aggregate(x, l, KERNEL, impl)
 
 
 def worker_jax(impl, size, repeats, dtype):
@@ -95,7 +118,6 @@ def worker_aggregate(impl, size, repeats, dtype):
   import sgdc_jax  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   import jax
   import jax.numpy as jnp
-  from sgdc_jax.ops import softmax_aggregate
   if _interpret_only(impl):
     return {'skipped': INTERPRET_NOTE}
   dtype = jnp.dtype(dtype)
@@ -103,10 +125,10 @@ def worker_aggregate(impl, size, repeats, dtype):
   x = jax.random.normal(jax.random.key(0), (b, h, w, c), dtype)
   logits = jax.random.normal(jax.random.key(1), (b, h, w, HEADS, KERNEL**2), dtype)
   cot = jax.random.normal(jax.random.key(2), x.shape, dtype)
-  fwd = jax.jit(lambda x, l: softmax_aggregate(x, l, KERNEL, impl))
+  fwd = jax.jit(_aggregate_fn(impl))
 
   def vjp(x, l, cot, impl=impl):
-    out, pullback = jax.vjp(lambda x, l: softmax_aggregate(x, l, KERNEL, impl), x, l)
+    out, pullback = jax.vjp(_aggregate_fn(impl), x, l)
     return out, pullback(cot)
 
   fwd_bwd = jax.jit(vjp)
@@ -198,15 +220,17 @@ def block_table(args, impls, dtype):
 def aggregate_table(args, impls, dtype):
   print(f'\nAggregation alone (softmax over taps + k x k aggregation), {dtype}, heads={HEADS}, '
         f'k={KERNEL}; median of {args.repeats}; GB/s = minimum bytes / time')
-  print(f"{'size (B,H,W,C)':18} {'impl':8} {'fwd ms':>9} {'GB/s':>7} {'% peak':>7} "
+  print(f"{'size (B,H,W,C)':18} {'impl':16} {'fwd ms':>9} {'GB/s':>7} {'% peak':>7} "
         f"{'fwd+bwd ms':>11} {'GB/s':>7} {'% peak':>7} {'fwd+bwd speed-up':>17} "
         f"{'max err':>8}")
   for size in SIZES:
-    results = {impl: run_worker(f'aggregate:{impl}', size, args, dtype) for impl in impls}
+    launches = [f'pallas@{spec}' for spec in args.pallas_launch.split(',') if spec]
+    results = {impl: run_worker(f'aggregate:{impl}', size, args, dtype)
+               for impl in impls + launches}
     base = next((r for r in results.values() if 'fwd_bwd' in r), {})
     for impl, r in results.items():
       if 'error' in r or 'skipped' in r:
-        print(f'{str(size):18} {impl:8} {r.get("error") or r["skipped"]}')
+        print(f'{str(size):18} {impl:16} {r.get("error") or r["skipped"]}')
         continue
       peak = _peak_gbps(args, r['device'])
       cells = []
@@ -215,7 +239,7 @@ def aggregate_table(args, impls, dtype):
         share = f'{100 * gbps / peak:6.0f}%' if peak == peak else '      -'  # nan: unknown
         cells.append(f'{r[key] * 1e3:{9 if key == "fwd" else 11}.2f} {gbps:7.3g} {share}')
       speedup = base.get('fwd_bwd', float('nan')) / r['fwd_bwd']
-      print(f"{str(size):18} {impl:8} {' '.join(cells)} {speedup:16.2f}x {r['max_err']:8.1e}  "
+      print(f"{str(size):18} {impl:16} {' '.join(cells)} {speedup:16.2f}x {r['max_err']:8.1e}  "
             f"{r['device']}")
   print('% peak: of --peak_gbps or the data-sheet bandwidth of a known GPU (- if unknown); '
         'speed-up: relative to the first implementation; max err: largest |difference| of '
@@ -231,6 +255,8 @@ def main():
   parser.add_argument('--tables', default='block,aggregate')
   parser.add_argument('--peak_gbps', type=float, default=0.0,
                       help='device memory bandwidth for the %% peak column (GB/s)')
+  parser.add_argument('--pallas_launch', default='',
+                      help='extra aggregate rows: comma-separated THxTW/num_warps/num_stages')
   parser.add_argument('--worker', default='')
   parser.add_argument('--size', default='')
   args = parser.parse_args()
@@ -239,7 +265,7 @@ def main():
     if args.worker == 'torch':
       result = worker_torch(args.reference_dir, size, args.repeats)
     elif args.worker.startswith('aggregate:'):
-      result = worker_aggregate(args.worker.split(':')[1], size, args.repeats, args.dtypes)
+      result = worker_aggregate(args.worker.split(':', 1)[1], size, args.repeats, args.dtypes)
     else:
       result = worker_jax(args.worker, size, args.repeats, args.dtypes)
     print(json.dumps(result))

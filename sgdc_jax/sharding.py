@@ -229,6 +229,13 @@ class DevicePrefetcher:
   def start_prefetch(self) -> None:
     """Called by Grain's checkpoint handler after a restore; batches are read lazily."""
 
+  def close(self) -> None:
+    """Drops the queued batches and closes the wrapped iterator (its worker processes)."""
+    self._queue.clear()
+    close = getattr(self._it, 'close', None)
+    if close is not None:
+      close()
+
 
 def prefetch_to_device(iterator: Any, mesh: jax.sharding.Mesh, size: int = 2) -> DevicePrefetcher:
   """Wraps a Grain iterator of per-process host batches; see `DevicePrefetcher`."""

@@ -182,7 +182,9 @@ class TrainResult:
 
   Attributes:
     state: the final (or preempted) state.
-    train_iter: the data iterator, positioned at the next unused batch.
+    train_iter: the data iterator, positioned at the next unused batch, when
+      ``train_and_evaluate`` was called with ``keep_iterator=True`` (close it when done);
+      otherwise None (it was closed, which stops its worker processes).
     step: the last step run.
     preempted: stopped by SIGTERM after saving ``step``.
     last_val: the last validation summary (None without validation).
@@ -200,7 +202,7 @@ class TrainResult:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        step_callback: Optional[Callable[[int], None]] = None,
-                       run_eval: bool = True) -> TrainResult:
+                       run_eval: bool = True, keep_iterator: bool = False) -> TrainResult:
   """Trains ``config.train.num_steps`` steps, evaluating and checkpointing periodically.
 
   Validates ``config``, writes it to ``workdir/config.json`` and resumes from the latest
@@ -220,6 +222,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     workdir: output directory (checkpoints, TensorBoard events, history, curve).
     step_callback: optional hook called with the step number after every step (tests).
     run_eval: False skips validation (benchmarks); the final checkpoint is still saved.
+    keep_iterator: return the open data iterator in ``TrainResult.train_iter`` instead of
+      closing it (to read on from where training stopped).
   Returns:
     ``TrainResult``.
   Raises:
@@ -229,16 +233,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   config_lib.validate_config(config, mode="train")
   with workdir_lib.training_lock(workdir):
-    return _train_and_evaluate(config, workdir, step_callback=step_callback, run_eval=run_eval)
+    return _train_and_evaluate(config, workdir, step_callback=step_callback, run_eval=run_eval,
+                               keep_iterator=keep_iterator)
 
 
-def _train_and_evaluate(config, workdir, *, step_callback, run_eval):
+def _train_and_evaluate(config, workdir, *, step_callback, run_eval, keep_iterator):
   os.makedirs(workdir, exist_ok=True)
   exp = experiment.build(config)
   p_train_step = make_train_step(exp)
   grain_iter = pipeline.create_train_iterator(
       config.data, config.train.batch_size, seed=int(config.seed),
       process_index=jax.process_index(), process_count=jax.process_count())
+  try:
+    result = _train_loop(config, workdir, exp, p_train_step, grain_iter,
+                         step_callback=step_callback, run_eval=run_eval)
+  except BaseException:
+    grain_iter.close()  # stops the Grain worker processes and read threads
+    raise
+  if keep_iterator:
+    return result
+  result.train_iter.close()
+  return dataclasses.replace(result, train_iter=None)
+
+
+def _train_loop(config, workdir, exp, p_train_step, grain_iter, *, step_callback, run_eval):
   ckpt = checkpointing.Checkpointer(experiment.checkpoint_dir(workdir),
                                     keep_best=config.train.keep_best)
   if ckpt.all_steps():

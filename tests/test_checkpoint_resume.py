@@ -65,7 +65,8 @@ RUN = """
     c.train.checkpoint_every = 0      # only the SIGTERM save and the final one
     kill_at = {kill_at}
     cb = (lambda s: os.kill(os.getpid(), signal.SIGTERM) if s == kill_at else None)
-    r = train.train_and_evaluate(c, {workdir!r}, step_callback=cb if kill_at else None)
+    r = train.train_and_evaluate(c, {workdir!r}, step_callback=cb if kill_at else None,
+                                 keep_iterator=True)
     leaves = jax.tree.leaves(jax.device_get((r.state.params, r.state.batch_stats,
                                              r.state.opt_state)))
     out = {{'step': r.step, 'preempted': r.preempted}}

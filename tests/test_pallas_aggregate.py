@@ -130,6 +130,21 @@ def test_lowers_to_triton_for_gpu(platform):
   assert 'name = "forward_kernel"' in text and 'name = "backward_kernel"' in text
 
 
+def test_launch_parameters_reach_the_triton_call():
+  # The tuning knobs of benchmarks/bench_sgdc.py (--pallas_launch) must change what is launched.
+  shapes = (jax.ShapeDtypeStruct((2, 20, 13, 64), jnp.float32),
+            jax.ShapeDtypeStruct((2, 20, 13, 4, 49), jnp.float32))
+  check = jax.export.DisabledSafetyCheck.custom_call('__gpu$xla.gpu.triton')
+  for tile, warps, stages in (((8, 8), 4, 2), ((16, 8), 8, 3)):
+    fused = lambda x, l, t=tile, w=warps, s=stages: softmax_aggregate_pallas(
+        x, l, 7, tile=t, num_warps=w, num_stages=s, interpret=False)
+    text = jax.export.export(jax.jit(fused), platforms=['cuda'],
+                             disabled_checks=[check])(*shapes).mlir_module()
+    tiles = -(-20 // tile[0]) * -(-13 // tile[1])
+    assert f'grid_x = {tiles} : i32, grid_y = 4 : i32, grid_z = 2 : i32' in text
+    assert f'num_warps = {warps} : i32' in text and f'num_stages = {stages} : i32' in text
+
+
 _DATA_PARALLEL = """
 import json
 import jax, jax.numpy as jnp
@@ -189,6 +204,10 @@ def test_bad_arguments():
   x, logits = jnp.zeros((1, 4, 4, 8)), jnp.zeros((1, 4, 4, 2, 9))
   with pytest.raises(ValueError, match='powers of two'):
     softmax_aggregate_pallas(x, logits, 3, tile=(6, 8))
+  with pytest.raises(ValueError, match='num_warps must be a power of two'):
+    softmax_aggregate_pallas(x, logits, 3, num_warps=6)
+  with pytest.raises(ValueError, match='num_stages must be a positive int'):
+    softmax_aggregate_pallas(x, logits, 3, num_stages=0)
   with pytest.raises(ValueError, match='expected kernel_size'):
     softmax_aggregate_pallas(x, logits, 5)
   with pytest.raises(ValueError, match='divisible by heads'):

@@ -1,5 +1,6 @@
 """Mesh/sharding tests: partition rules, and 8 simulated CPU devices == 1 device."""
 
+import collections
 import json
 import os
 import subprocess
@@ -64,6 +65,42 @@ TOY = textwrap.dedent("""
       return state, shardings, losses
 """)
 
+
+
+class _CountingIterator:
+  """Grain-like iterator of batches {'x': [[i]]} with a {'next': i} state and a close()."""
+
+  def __init__(self, n):
+    self.i, self.n, self.closed = 0, n, False
+
+  def __next__(self):
+    if self.i == self.n:
+      raise StopIteration
+    self.i += 1
+    return {'x': np.array([[self.i - 1]], np.float32)}
+
+  def get_state(self):
+    return {'next': self.i}
+
+  def set_state(self, state):
+    self.i = state['next']
+
+  def close(self):
+    self.closed = True
+
+
+def test_device_prefetcher_order_state_and_close():
+  mesh = shd.make_mesh()
+  source = _CountingIterator(5)
+  batches = shd.prefetch_to_device(source, mesh, size=2)
+  assert float(batches.peek()['x'][0, 0]) == 0      # peek does not consume
+  assert float(next(batches)['x'][0, 0]) == 0
+  assert source.i == 3                                # two batches queued ahead
+  # The state is that of the next batch this object returns, not of the source's position.
+  assert json.loads(batches.get_state()) == {'next': 1}
+  assert [float(b['x'][0, 0]) for b in batches] == [1, 2, 3, 4]
+  batches.close()
+  assert source.closed and batches._queue == collections.deque()  # pylint: disable=protected-access
 
 def test_leaf_spec_rules():
   assert shd.leaf_spec((3, 3, 16, 64), 8, True, 100) == P(None, None, None, "data")

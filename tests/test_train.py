@@ -176,8 +176,12 @@ POISON_FROM_STEP_3 = """
         batch = dict(batch); batch['image'] = batch['image'].copy()
         batch['image'][0, 0, 0, 0] = np.nan
       return batch
+    closed = []   # one entry per closed training iterator
     def poisoned(*a, **k):
-      return iter(pipeline.create_train_dataset(*a, **k).map(poison))
+      it = iter(pipeline.create_train_dataset(*a, **k).map(poison))
+      close = it.close
+      it.close = lambda: (closed.append(True), close())
+      return it
     pipeline.create_train_iterator = poisoned
 """
 
@@ -191,10 +195,11 @@ def test_nan_loss_stops_naming_step_and_keeps_last_good_checkpoint(tmp_path):
     except train.NonFiniteLossError as e:
       msg = str(e)
     ck = checkpointing.Checkpointer(os.path.join({str(tmp_path)!r}, 'checkpoints'), read_only=True)
-    print('RESULT' + json.dumps({{'msg': msg, 'steps': ck.all_steps()}}))
+    print('RESULT' + json.dumps({{'msg': msg, 'steps': ck.all_steps(), 'closed': len(closed)}}))
   """)
   assert out["msg"] is not None and "step 3" in out["msg"], out
   assert out["steps"] == [2], out   # last good state kept, nothing saved for the bad step
+  assert out["closed"] == 1, out    # the error path stops the data workers too
 
 
 @pytest.mark.slow
@@ -264,6 +269,7 @@ def test_deferred_fetch_trains_exactly_like_fetching_every_step(tmp_path):
       work = os.path.join({str(tmp_path)!r}, f'log{{log_every}}')
       r = train.train_and_evaluate(c, work, run_eval=False,
                                    step_callback=guard if log_every == 4 else None)
+      assert r.train_iter is None   # closed: its worker processes are gone
       finals.append([np.asarray(x).tolist() for x in
                      jax.tree.leaves(jax.device_get((r.state.params, r.state.batch_stats)))])
       history.append([json.loads(l) for l in open(os.path.join(work, 'history.jsonl'))

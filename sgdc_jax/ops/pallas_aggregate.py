@@ -36,6 +36,7 @@ Design (why each choice):
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -55,10 +56,19 @@ NUM_WARPS = 4
 NUM_STAGES = 2
 
 
-def _check(x: jax.Array, logits: jax.Array, kernel_size: int, tile: tuple[int, int]) -> None:
+def _is_power_of_two(n) -> bool:
+  return isinstance(n, int) and n >= 1 and not n & (n - 1)
+
+
+def _check(x: jax.Array, logits: jax.Array, kernel_size: int, launch: 'Launch') -> None:
   check_aggregate_args(x, logits, kernel_size, name='logits')
-  if len(tile) != 2 or any(t < 1 or t & (t - 1) for t in tile):
-    raise ValueError(f'tile must be two powers of two (Triton block shapes), got {tile}')
+  if len(launch.tile) != 2 or not all(_is_power_of_two(t) for t in launch.tile):
+    raise ValueError(f'tile must be two powers of two (Triton block shapes), got '
+                     f'{launch.tile}')
+  if not _is_power_of_two(launch.num_warps) or launch.num_warps > 32:
+    raise ValueError(f'num_warps must be a power of two up to 32, got {launch.num_warps}')
+  if not isinstance(launch.num_stages, int) or launch.num_stages < 1:
+    raise ValueError(f'num_stages must be a positive int, got {launch.num_stages}')
 
 
 class _Geometry:
@@ -175,18 +185,27 @@ def _backward_kernel(x_ref, logit_ref, lse_ref, g_ref, dx_ref, dlogit_ref, *, ke
                  mask=geo.inside[..., None] & geo.cmask)
 
 
-def _launch(kernel, out_dtypes, kernel_size, heads, tile, interpret, *args):
+@dataclasses.dataclass(frozen=True)
+class Launch:
+  """Static launch parameters: (TH, TW) pixels per program and Triton's warps and stages."""
+  tile: tuple[int, int] = TILE
+  num_warps: int = NUM_WARPS
+  num_stages: int = NUM_STAGES
+
+
+def _launch(kernel, out_dtypes, kernel_size, heads, launch, interpret, *args):
   """Runs `kernel` on `args`, (B, H, W, .) arrays, x first.
 
   `out_dtypes(*args)` gives the (channels, dtype) of each (B, H, W, channels) output.
   """
+  tile = launch.tile
   b, h, w, _ = args[0].shape
   out_shape = tuple(jax.ShapeDtypeStruct((b, h, w, n), d) for n, d in out_dtypes(*args))
   grid = (pl.cdiv(h, tile[0]) * pl.cdiv(w, tile[1]), heads, b)
   body = functools.partial(kernel, kernel_size=kernel_size, heads=heads, tile=tile)
   return pl.pallas_call(body, out_shape=out_shape, grid=grid, interpret=interpret,
-                        compiler_params=pltriton.CompilerParams(num_warps=NUM_WARPS,
-                                                                num_stages=NUM_STAGES),
+                        compiler_params=pltriton.CompilerParams(
+                            num_warps=launch.num_warps, num_stages=launch.num_stages),
                         name=kernel.__name__.strip('_'))(*args)
 
 
@@ -196,8 +215,9 @@ def _batch_sharding(mesh, arg_shapes):
   return NamedSharding(mesh, PartitionSpec(spec[0] if len(spec) else None))
 
 
-def _call(kernel, out_dtypes, args, kernel_size, heads, tile, interpret):
-  launch = functools.partial(_launch, kernel, out_dtypes, kernel_size, heads, tile, interpret)
+def _call(kernel, out_dtypes, args, kernel_size, heads, launch_params, interpret):
+  launch = functools.partial(_launch, kernel, out_dtypes, kernel_size, heads, launch_params,
+                             interpret)
   if jax.device_count() == 1:
     return launch(*args)  # nothing to partition (and keeps the call exportable)
   per_image = custom_partitioning(launch)
@@ -222,26 +242,27 @@ def _call(kernel, out_dtypes, args, kernel_size, heads, tile, interpret):
   return per_image(*args)
 
 
-def _forward(x, logits, kernel_size, tile, interpret):
+def _forward(x, logits, kernel_size, launch, interpret):
   b, h, w, heads, taps = logits.shape
   flat = logits.reshape(b, h, w, heads * taps)
   out_dtypes = lambda x, l: ((x.shape[3], x.dtype), (heads, jnp.float32))
-  out, lse = _call(_forward_kernel, out_dtypes, (x, flat), kernel_size, heads, tile, interpret)
+  out, lse = _call(_forward_kernel, out_dtypes, (x, flat), kernel_size, heads, launch,
+                   interpret)
   return out, (x, logits, lse)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _fused(x, logits, kernel_size, tile, interpret):
-  return _forward(x, logits, kernel_size, tile, interpret)[0]
+def _fused(x, logits, kernel_size, launch, interpret):
+  return _forward(x, logits, kernel_size, launch, interpret)[0]
 
 
-def _fused_bwd(kernel_size, tile, interpret, residuals, grad_out):
+def _fused_bwd(kernel_size, launch, interpret, residuals, grad_out):
   x, logits, lse = residuals
   b, h, w, heads, taps = logits.shape
   flat = logits.reshape(b, h, w, heads * taps)
   out_dtypes = lambda x, l, *_: ((x.shape[3], x.dtype), (l.shape[3], l.dtype))
   dx, dlogits = _call(_backward_kernel, out_dtypes, (x, flat, lse, grad_out.astype(x.dtype)),
-                      kernel_size, heads, tile, interpret)
+                      kernel_size, heads, launch, interpret)
   return dx, dlogits.reshape(logits.shape)
 
 
@@ -249,7 +270,8 @@ _fused.defvjp(_forward, _fused_bwd)
 
 
 def softmax_aggregate_pallas(x: jax.Array, logits: jax.Array, kernel_size: int, *,
-                             tile: tuple[int, int] = TILE,
+                             tile: tuple[int, int] = TILE, num_warps: int = NUM_WARPS,
+                             num_stages: int = NUM_STAGES,
                              interpret: bool | None = None) -> jax.Array:
   """Softmax over taps and pixel-adaptive aggregation in one fused kernel (custom VJP).
 
@@ -259,6 +281,7 @@ def softmax_aggregate_pallas(x: jax.Array, logits: jax.Array, kernel_size: int, 
       the last axis runs inside the kernel in float32.
     kernel_size: k, odd.
     tile: (TH, TW) pixels per program, powers of two.
+    num_warps, num_stages: Triton launch parameters (ignored in interpret mode).
     interpret: run the kernel body in Pallas interpret mode (plain XLA ops); None = only on
       a CPU backend, where no compiled Pallas kernel exists.
 
@@ -266,13 +289,14 @@ def softmax_aggregate_pallas(x: jax.Array, logits: jax.Array, kernel_size: int, 
     `(B, H, W, C)` in `x.dtype`; float32 accumulation.
 
   Raises:
-    ValueError: on inconsistent shapes, an even kernel size or a tile that is not a power of
-      two.
+    ValueError: on inconsistent shapes, an even kernel size, a tile that is not two powers
+      of two, or invalid Triton launch parameters.
   """
-  _check(x, logits, kernel_size, tile)
+  launch = Launch(tuple(tile), num_warps, num_stages)
+  _check(x, logits, kernel_size, launch)
   if interpret is None:
     interpret = jax.default_backend() == 'cpu'
-  return _fused_jit(x, logits, kernel_size, tuple(tile), bool(interpret))
+  return _fused_jit(x, logits, kernel_size, launch, bool(interpret))
 
 
 # Jitted so that eager calls hit the compilation cache (the kernel closure is rebuilt on
