@@ -223,8 +223,8 @@ def aggregate_table(args, impls, dtype):
   print(f"{'size (B,H,W,C)':18} {'impl':16} {'fwd ms':>9} {'GB/s':>7} {'% peak':>7} "
         f"{'fwd+bwd ms':>11} {'GB/s':>7} {'% peak':>7} {'fwd+bwd speed-up':>17} "
         f"{'max err':>8}")
+  launches = [f'pallas@{spec}' for spec in args.pallas_launch.split(',') if spec]
   for size in SIZES:
-    launches = [f'pallas@{spec}' for spec in args.pallas_launch.split(',') if spec]
     results = {impl: run_worker(f'aggregate:{impl}', size, args, dtype)
                for impl in impls + launches}
     base = next((r for r in results.values() if 'fwd_bwd' in r), {})
@@ -270,6 +270,8 @@ def main():
       result = worker_jax(args.worker, size, args.repeats, args.dtypes)
     print(json.dumps(result))
     return
+  for spec in filter(None, args.pallas_launch.split(',')):
+    parse_launch(spec)  # a malformed entry stops here, before any worker runs
   impls = args.impls.split(',')
   for dtype in args.dtypes.split(','):
     if 'block' in args.tables:

@@ -15,7 +15,7 @@ Full size (an accelerator job: ResNet-50, D=256, 256x256 inputs, 20k steps of 16
       --config.data.data_dir=TFDS_DIR
 
 CPU-sized variant (`:cpu`; ResNet-18, D=64, 96x96 inputs, 2000 steps of 16, fp32; 26-29 min
-of training plus 2 min of test scoring on an otherwise idle 2-core CPU, measured; see the README):
+of training and 11-16 s of test scoring on a nearly idle 2-core CPU, measured; see the README):
 
   python -m sgdc_jax.main --config=configs/isic2017.py:cpu --workdir=runs/isic2017_cpu \
       --config.data.data_dir=TFDS_DIR

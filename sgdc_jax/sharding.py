@@ -232,9 +232,7 @@ class DevicePrefetcher:
   def close(self) -> None:
     """Drops the queued batches and closes the wrapped iterator (its worker processes)."""
     self._queue.clear()
-    close = getattr(self._it, 'close', None)
-    if close is not None:
-      close()
+    self._it.close()
 
 
 def prefetch_to_device(iterator: Any, mesh: jax.sharding.Mesh, size: int = 2) -> DevicePrefetcher:

@@ -244,16 +244,15 @@ def _train_and_evaluate(config, workdir, *, step_callback, run_eval, keep_iterat
   grain_iter = pipeline.create_train_iterator(
       config.data, config.train.batch_size, seed=int(config.seed),
       process_index=jax.process_index(), process_count=jax.process_count())
+  keep = False
   try:
     result = _train_loop(config, workdir, exp, p_train_step, grain_iter,
                          step_callback=step_callback, run_eval=run_eval)
-  except BaseException:
-    grain_iter.close()  # stops the Grain worker processes and read threads
-    raise
-  if keep_iterator:
-    return result
-  result.train_iter.close()
-  return dataclasses.replace(result, train_iter=None)
+    keep = keep_iterator
+  finally:
+    if not keep:
+      grain_iter.close()  # stops the Grain worker processes and read threads
+  return result if keep else dataclasses.replace(result, train_iter=None)
 
 
 def _train_loop(config, workdir, exp, p_train_step, grain_iter, *, step_callback, run_eval):

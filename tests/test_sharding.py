@@ -66,7 +66,6 @@ TOY = textwrap.dedent("""
 """)
 
 
-
 class _CountingIterator:
   """Grain-like iterator of batches {'x': [[i]]} with a {'next': i} state and a close()."""
 
@@ -101,6 +100,7 @@ def test_device_prefetcher_order_state_and_close():
   assert [float(b['x'][0, 0]) for b in batches] == [1, 2, 3, 4]
   batches.close()
   assert source.closed and batches._queue == collections.deque()  # pylint: disable=protected-access
+
 
 def test_leaf_spec_rules():
   assert shd.leaf_spec((3, 3, 16, 64), 8, True, 100) == P(None, None, None, "data")

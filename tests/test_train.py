@@ -165,10 +165,21 @@ def test_dropout_key_differs_per_step_and_is_reproducible():
 
 # ---------------------------------------------------------- end to end (tiny SGDCNet, slow)
 
-# The training batches of steps 3, 4, ... contain a NaN pixel.
-POISON_FROM_STEP_3 = """
-    from sgdc_jax import train, checkpointing
+# Counts the training iterators that train_and_evaluate closes (`closed`).
+TRACK_CLOSE = """
     from sgdc_jax.data import pipeline
+    closed = []   # one entry per closed training iterator
+    def track_close(it):
+      close = it.close
+      it.close = lambda: (closed.append(True), close())
+      return it
+    _create_train_iterator = pipeline.create_train_iterator
+    pipeline.create_train_iterator = lambda *a, **k: track_close(_create_train_iterator(*a, **k))
+"""
+
+# The training batches of steps 3, 4, ... contain a NaN pixel.
+POISON_FROM_STEP_3 = TRACK_CLOSE + """
+    from sgdc_jax import train, checkpointing
     import itertools
     counter = itertools.count(1)
     def poison(batch):
@@ -176,12 +187,8 @@ POISON_FROM_STEP_3 = """
         batch = dict(batch); batch['image'] = batch['image'].copy()
         batch['image'][0, 0, 0, 0] = np.nan
       return batch
-    closed = []   # one entry per closed training iterator
     def poisoned(*a, **k):
-      it = iter(pipeline.create_train_dataset(*a, **k).map(poison))
-      close = it.close
-      it.close = lambda: (closed.append(True), close())
-      return it
+      return track_close(iter(pipeline.create_train_dataset(*a, **k).map(poison)))
     pipeline.create_train_iterator = poisoned
 """
 
@@ -253,7 +260,7 @@ def test_deferred_metric_fetch_stops_on_nan_with_last_good_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_deferred_fetch_trains_exactly_like_fetching_every_step(tmp_path):
   """log_every 1, 3 and 4 give identical parameters; between fetches no device->host copy."""
-  out = run_script(f"""
+  out = run_script(TRACK_CLOSE + f"""
     from sgdc_jax import train
     finals, history = [], []
     def guard(step):
@@ -269,7 +276,7 @@ def test_deferred_fetch_trains_exactly_like_fetching_every_step(tmp_path):
       work = os.path.join({str(tmp_path)!r}, f'log{{log_every}}')
       r = train.train_and_evaluate(c, work, run_eval=False,
                                    step_callback=guard if log_every == 4 else None)
-      assert r.train_iter is None   # closed: its worker processes are gone
+      assert r.train_iter is None and len(closed) == len(finals) + 1  # closed on return
       finals.append([np.asarray(x).tolist() for x in
                      jax.tree.leaves(jax.device_get((r.state.params, r.state.batch_stats)))])
       history.append([json.loads(l) for l in open(os.path.join(work, 'history.jsonl'))

@@ -60,15 +60,21 @@ def _is_power_of_two(n) -> bool:
   return isinstance(n, int) and n >= 1 and not n & (n - 1)
 
 
-def _check(x: jax.Array, logits: jax.Array, kernel_size: int, launch: 'Launch') -> None:
-  check_aggregate_args(x, logits, kernel_size, name='logits')
-  if len(launch.tile) != 2 or not all(_is_power_of_two(t) for t in launch.tile):
-    raise ValueError(f'tile must be two powers of two (Triton block shapes), got '
-                     f'{launch.tile}')
-  if not _is_power_of_two(launch.num_warps) or launch.num_warps > 32:
-    raise ValueError(f'num_warps must be a power of two up to 32, got {launch.num_warps}')
-  if not isinstance(launch.num_stages, int) or launch.num_stages < 1:
-    raise ValueError(f'num_stages must be a positive int, got {launch.num_stages}')
+@dataclasses.dataclass(frozen=True)
+class Launch:
+  """Static launch parameters: (TH, TW) pixels per program and Triton's warps and stages."""
+  tile: tuple[int, int] = TILE
+  num_warps: int = NUM_WARPS
+  num_stages: int = NUM_STAGES
+
+  def __post_init__(self):
+    if len(self.tile) != 2 or not all(_is_power_of_two(t) for t in self.tile):
+      raise ValueError(f'tile must be two powers of two (Triton block shapes), got '
+                       f'{self.tile}')
+    if not _is_power_of_two(self.num_warps) or self.num_warps > 32:
+      raise ValueError(f'num_warps must be a power of two up to 32, got {self.num_warps}')
+    if not isinstance(self.num_stages, int) or self.num_stages < 1:
+      raise ValueError(f'num_stages must be a positive int, got {self.num_stages}')
 
 
 class _Geometry:
@@ -185,14 +191,6 @@ def _backward_kernel(x_ref, logit_ref, lse_ref, g_ref, dx_ref, dlogit_ref, *, ke
                  mask=geo.inside[..., None] & geo.cmask)
 
 
-@dataclasses.dataclass(frozen=True)
-class Launch:
-  """Static launch parameters: (TH, TW) pixels per program and Triton's warps and stages."""
-  tile: tuple[int, int] = TILE
-  num_warps: int = NUM_WARPS
-  num_stages: int = NUM_STAGES
-
-
 def _launch(kernel, out_dtypes, kernel_size, heads, launch, interpret, *args):
   """Runs `kernel` on `args`, (B, H, W, .) arrays, x first.
 
@@ -215,19 +213,18 @@ def _batch_sharding(mesh, arg_shapes):
   return NamedSharding(mesh, PartitionSpec(spec[0] if len(spec) else None))
 
 
-def _call(kernel, out_dtypes, args, kernel_size, heads, launch_params, interpret):
-  launch = functools.partial(_launch, kernel, out_dtypes, kernel_size, heads, launch_params,
-                             interpret)
+def _call(kernel, out_dtypes, args, kernel_size, heads, launch, interpret):
+  run = functools.partial(_launch, kernel, out_dtypes, kernel_size, heads, launch, interpret)
   if jax.device_count() == 1:
-    return launch(*args)  # nothing to partition (and keeps the call exportable)
-  per_image = custom_partitioning(launch)
+    return run(*args)  # nothing to partition (and keeps the call exportable)
+  per_image = custom_partitioning(run)
 
   def infer(mesh, arg_shapes, result_shape):
     return tuple(_batch_sharding(mesh, arg_shapes) for _ in result_shape)
 
   def partition(mesh, arg_shapes, result_shape):
     sharding = _batch_sharding(mesh, arg_shapes)
-    return (mesh, launch, tuple(sharding for _ in result_shape),
+    return (mesh, run, tuple(sharding for _ in result_shape),
             tuple(sharding for _ in arg_shapes))
 
   # Shardy rule: only the batch factor b may stay sharded; the others are replicated.
@@ -292,8 +289,8 @@ def softmax_aggregate_pallas(x: jax.Array, logits: jax.Array, kernel_size: int, 
     ValueError: on inconsistent shapes, an even kernel size, a tile that is not two powers
       of two, or invalid Triton launch parameters.
   """
+  check_aggregate_args(x, logits, kernel_size, name='logits')
   launch = Launch(tuple(tile), num_warps, num_stages)
-  _check(x, logits, kernel_size, launch)
   if interpret is None:
     interpret = jax.default_backend() == 'cpu'
   return _fused_jit(x, logits, kernel_size, launch, bool(interpret))
