@@ -1,7 +1,8 @@
 """Segmentation metrics: per-image NumPy metrics (Dice ... HD95, ASSD) and on-device Dice/IoU.
 
 Host side (NumPy + scipy.ndimage), computed per image and then averaged with `summarize`:
-Dice, IoU (Jaccard), HD95, ASSD, accuracy, sensitivity (recall), specificity, precision.
+Dice, IoU (Jaccard), HD95, ASSD, normalised surface Dice (NSD), Boundary IoU, accuracy,
+sensitivity (recall), specificity, precision.
 
 Surface distances follow MedPy (`medpy.metric.binary.hd95` / `assd`, MedPy >= 0.5) exactly:
 
@@ -12,6 +13,15 @@ Surface distances follow MedPy (`medpy.metric.binary.hd95` / `assd`, MedPy >= 0.
 * HD95 = `np.percentile(concat(d_pred_to_target, d_target_to_pred), 95)` (NumPy's default linear
   interpolation, as MedPy); ASSD = mean of that same concatenation (MedPy >= 0.5 and MONAI's
   symmetric ASSD agree; MedPy 0.4 averaged the two directed means instead).
+
+NSD at tolerance tau (Nikolov et al., 2021; Metrics Reloaded) uses the same borders and
+distances: `(#{d_pred_to_target <= tau} + #{d_target_to_pred <= tau}) / (|border(pred)| +
+|border(target)|)`, MONAI's `compute_surface_dice` (border pixels, `use_subvoxels=False`).
+DeepMind's `surface-distance` package weighs surface elements by their area instead, which
+differs by a few percent on pixel borders. Boundary IoU (Cheng et al., 2021) is the IoU of the
+two masks' inner boundary bands, each band the foreground pixels within chessboard distance
+`d = max(1, round(ratio * image diagonal))` of the background (the image frame counts as
+background), as the authors' `mask_to_boundary` computes with a 3x3 erosion.
 
 MONAI's `compute_hausdorff_distance(percentile=95)` takes instead the max of the two *directed*
 95th percentiles. Both agree on near-identical masks; on dissimilar masks MONAI's value can be
@@ -33,9 +43,12 @@ from scipy.spatial import cKDTree
 
 HD95_CONVENTION = 'medpy'
 EMPTY_POLICIES = ('diagonal', 'exclude')
-METRIC_NAMES = ('dice', 'iou', 'hd95', 'assd', 'accuracy', 'sensitivity', 'specificity',
-                'precision')
-_DISTANCE_METRICS = ('hd95', 'assd')
+METRIC_NAMES = ('dice', 'iou', 'hd95', 'assd', 'nsd', 'boundary_iou', 'accuracy',
+                'sensitivity', 'specificity', 'precision')
+# Metrics that follow `empty_policy` when exactly one mask is empty (worst value or NaN).
+_EMPTY_POLICY_METRICS = ('hd95', 'assd', 'nsd', 'boundary_iou')
+DEFAULT_NSD_TOLERANCE = 2.0        # NSD tolerance, in `spacing` units (pixels by default)
+DEFAULT_BOUNDARY_IOU_RATIO = 0.02  # Boundary IoU band width / image diagonal (the paper's)
 # Border pixels per crop pixel below which a k-d tree beats the Euclidean distance transform.
 _KDTREE_DENSITY = 1.0 / 16.0
 
@@ -175,22 +188,33 @@ def surface_distances(pred, target, spacing=None, method: str = 'auto'):
   return np.asarray(d_pt, np.float64), np.asarray(d_tp, np.float64)
 
 
-def _distance_pair(pred: np.ndarray, target: np.ndarray, spacing, empty_policy: str,
-                   method: str = 'auto') -> tuple[float, float, str | None]:
-  """(hd95, assd, empty kind) for two boolean masks under an empty-mask policy."""
-  _normalize_spacing(spacing, pred.ndim, 'hd95/assd')
+def _distance_triple(pred: np.ndarray, target: np.ndarray, spacing, empty_policy: str,
+                     tolerance: float = DEFAULT_NSD_TOLERANCE, method: str = 'auto'
+                     ) -> tuple[float, float, float, str | None]:
+  """(hd95, assd, nsd at `tolerance`, empty kind) of two boolean masks under an empty-mask
+  policy: both empty -> (0, 0, 1); exactly one -> (diagonal, diagonal, 0) or NaNs."""
+  _normalize_spacing(spacing, pred.ndim, 'hd95/assd/nsd')
   p_any, t_any = bool(pred.any()), bool(target.any())
   if p_any and t_any:
     d_pt, d_tp = surface_distances(pred, target, spacing, method)
     d = np.concatenate([d_pt, d_tp])
-    return float(np.percentile(d, 95)), float(d.mean()), None
+    nsd = np.count_nonzero(d <= tolerance) / d.size
+    return float(np.percentile(d, 95)), float(d.mean()), float(nsd), None
   if not p_any and not t_any:
-    return 0.0, 0.0, 'both'
+    return 0.0, 0.0, 1.0, 'both'
   kind = 'pred' if not p_any else 'target'
   if empty_policy == 'diagonal':
     diag = image_diagonal(pred.shape, spacing)
-    return diag, diag, kind
-  return math.nan, math.nan, kind
+    return diag, diag, 0.0, kind
+  return math.nan, math.nan, math.nan, kind
+
+
+def _check_tolerance(tolerance, name: str) -> float:
+  if not (isinstance(tolerance, (int, float, np.integer, np.floating))
+          and math.isfinite(tolerance) and tolerance >= 0):
+    raise ValueError(f'metrics.{name}: tolerance must be a finite number >= 0, got '
+                     f'{tolerance!r}')
+  return float(tolerance)
 
 
 def _check_policy(empty_policy: str, name: str) -> None:
@@ -217,7 +241,7 @@ def hd95(pred, target, spacing=None, *, empty_policy: str = 'diagonal') -> float
   """
   _check_policy(empty_policy, 'hd95')
   pred, target = _as_bool_pair(pred, target, 'hd95')
-  return _distance_pair(pred, target, spacing, empty_policy)[0]
+  return _distance_triple(pred, target, spacing, empty_policy)[0]
 
 
 def assd(pred, target, spacing=None, *, empty_policy: str = 'diagonal') -> float:
@@ -230,7 +254,105 @@ def assd(pred, target, spacing=None, *, empty_policy: str = 'diagonal') -> float
   """
   _check_policy(empty_policy, 'assd')
   pred, target = _as_bool_pair(pred, target, 'assd')
-  return _distance_pair(pred, target, spacing, empty_policy)[1]
+  return _distance_triple(pred, target, spacing, empty_policy)[1]
+
+
+def surface_dice(pred, target, tolerance: float = DEFAULT_NSD_TOLERANCE, spacing=None, *,
+                 empty_policy: str = 'diagonal') -> float:
+  """Normalised surface Dice: the share of both borders lying within `tolerance` of the other.
+
+  `(#{d_pred_to_target <= tolerance} + #{d_target_to_pred <= tolerance}) / (|border(pred)| +
+  |border(target)|)` over MedPy borders (MONAI's `compute_surface_dice` with
+  `use_subvoxels=False`).
+
+  Args:
+    pred, target: same-shape arrays (ndim >= 1); nonzero is foreground.
+    tolerance: in `spacing` units (pixels when `spacing` is None), >= 0.
+    spacing: None, one positive float, or one per axis.
+    empty_policy: both empty -> 1.0; exactly one empty -> 0.0 (`'diagonal'`, the worst value,
+      as HD95 takes the diagonal) or NaN (`'exclude'`).
+
+  Returns:
+    Python float in [0, 1].
+  """
+  _check_policy(empty_policy, 'surface_dice')
+  tolerance = _check_tolerance(tolerance, 'surface_dice')
+  pred, target = _as_bool_pair(pred, target, 'surface_dice')
+  return _distance_triple(pred, target, spacing, empty_policy, tolerance)[2]
+
+
+def boundary_band(mask, dilation: int) -> np.ndarray:
+  """Foreground pixels within chessboard distance `dilation` of the background.
+
+  The same band as `dilation` erosions with a 3x3 square removed from the mask, with the image
+  frame as background (Boundary IoU's `mask_to_boundary`), from one chessboard distance
+  transform of the mask's bounding box.
+
+  Args:
+    mask: (H, W) (any ndim) array; nonzero is foreground.
+    dilation: band width in pixels, >= 1.
+
+  Returns:
+    Boolean array of the mask's shape.
+  """
+  mask = np.atleast_1d(np.asarray(mask)).astype(bool)
+  band = np.zeros_like(mask)
+  if not mask.any():
+    return band
+  box = _bbox_slices(mask)
+  # Pad with background so the frame counts as outside, as the reference's zero border does.
+  crop = np.pad(mask[box], 1)
+  depth = ndimage.distance_transform_cdt(crop, metric='chessboard')
+  inner = tuple(slice(1, -1) for _ in range(mask.ndim))
+  band[box] = (crop & (depth <= dilation))[inner]
+  return band
+
+
+def boundary_dilation(shape: Sequence[int], ratio: float) -> int:
+  """Boundary IoU's band width: `max(1, round(ratio * image diagonal))` pixels."""
+  return max(1, int(round(ratio * image_diagonal(shape))))
+
+
+def _check_ratio(ratio, name: str) -> float:
+  if not (isinstance(ratio, (int, float, np.integer, np.floating)) and math.isfinite(ratio)
+          and ratio > 0):
+    raise ValueError(f'metrics.{name}: dilation ratio must be a finite number > 0, got '
+                     f'{ratio!r}')
+  return float(ratio)
+
+
+def _boundary_iou(pred: np.ndarray, target: np.ndarray, ratio: float, empty_policy: str
+                  ) -> float:
+  p_any, t_any = bool(pred.any()), bool(target.any())
+  if not p_any and not t_any:
+    return 1.0
+  if p_any != t_any:
+    return 0.0 if empty_policy == 'diagonal' else math.nan
+  d = boundary_dilation(pred.shape, ratio)
+  bp, bt = boundary_band(pred, d), boundary_band(target, d)
+  return float(np.count_nonzero(bp & bt) / np.count_nonzero(bp | bt))
+
+
+def boundary_iou(pred, target, dilation_ratio: float = DEFAULT_BOUNDARY_IOU_RATIO, *,
+                 empty_policy: str = 'diagonal') -> float:
+  """Boundary IoU (Cheng et al., 2021): IoU of the two masks' inner boundary bands.
+
+  Band width `d = max(1, round(dilation_ratio * diagonal))` pixels (see `boundary_band`);
+  Boundary IoU is defined on the pixel grid, so it takes no spacing.
+
+  Args:
+    pred, target: same-shape arrays; nonzero is foreground.
+    dilation_ratio: band width as a fraction of the image diagonal (> 0; the paper's 0.02).
+    empty_policy: both empty -> 1.0; exactly one empty -> 0.0 (`'diagonal'`) or NaN
+      (`'exclude'`), as for HD95.
+
+  Returns:
+    Python float in [0, 1].
+  """
+  _check_policy(empty_policy, 'boundary_iou')
+  ratio = _check_ratio(dilation_ratio, 'boundary_iou')
+  pred, target = _as_bool_pair(pred, target, 'boundary_iou')
+  return _boundary_iou(pred, target, ratio, empty_policy)
 
 
 # ----------------------------------------------------------------------------- per-image set
@@ -243,7 +365,8 @@ def _ratio(num: int, den: int, identical: bool) -> float:
   return num / den
 
 
-def _binary_metrics(pred: np.ndarray, target: np.ndarray, spacing, empty_policy: str):
+def _binary_metrics(pred: np.ndarray, target: np.ndarray, spacing, empty_policy: str,
+                    nsd_tolerance: float, boundary_ratio: float):
   n = pred.size
   tp = int(np.count_nonzero(pred & target))
   p = int(np.count_nonzero(pred))
@@ -251,12 +374,14 @@ def _binary_metrics(pred: np.ndarray, target: np.ndarray, spacing, empty_policy:
   fp, fn = p - tp, t - tp
   tn = n - tp - fp - fn
   identical = fp == 0 and fn == 0
-  hd, sd, kind = _distance_pair(pred, target, spacing, empty_policy)
+  hd, sd, nsd, kind = _distance_triple(pred, target, spacing, empty_policy, nsd_tolerance)
   out = {
       'dice': _ratio(2 * tp, 2 * tp + fp + fn, identical),
       'iou': _ratio(tp, tp + fp + fn, identical),
       'hd95': hd,
       'assd': sd,
+      'nsd': nsd,
+      'boundary_iou': _boundary_iou(pred, target, boundary_ratio, empty_policy),
       'accuracy': (tp + tn) / n,
       'sensitivity': _ratio(tp, tp + fn, identical),
       'specificity': _ratio(tn, tn + fp, identical),
@@ -266,7 +391,9 @@ def _binary_metrics(pred: np.ndarray, target: np.ndarray, spacing, empty_policy:
 
 
 def image_metrics(pred, target, num_classes: int = 1, spacing=None,
-                  empty_policy: str = 'diagonal') -> dict[str, Any]:
+                  empty_policy: str = 'diagonal', *,
+                  nsd_tolerance: float = DEFAULT_NSD_TOLERANCE,
+                  boundary_iou_ratio: float = DEFAULT_BOUNDARY_IOU_RATIO) -> dict[str, Any]:
   """The full per-image metric set of one predicted label map against its ground truth.
 
   Binary (`num_classes == 1`): nonzero is foreground in both maps (float maps must hold only
@@ -282,10 +409,11 @@ def image_metrics(pred, target, num_classes: int = 1, spacing=None,
       masks empty -> dice = iou = precision = sensitivity = 1; precision with no predicted
       positives is 1.0 if the target is empty too and 0.0 if it is not (the object was missed);
       sensitivity with an empty target and a non-empty prediction is 0.0.
-    * Both empty: hd95 = assd = 0.
-    * Exactly one empty: dice = iou = 0 and hd95 = assd = the image diagonal
-      (`empty_policy='diagonal'`) or NaN with the keys listed in `'excluded'`
-      (`empty_policy='exclude'`), which `summarize` leaves out of its means and counts.
+    * Both empty: hd95 = assd = 0, nsd = boundary_iou = 1.
+    * Exactly one empty: dice = iou = 0 and hd95 = assd = the image diagonal, nsd =
+      boundary_iou = 0 (`empty_policy='diagonal'`: each distance metric's worst value) or
+      those four NaN with the keys listed in `'excluded'` (`empty_policy='exclude'`), which
+      `summarize` leaves out of its means and counts.
     * Every empty case is recorded in `'empty'`: `{class: kind}` with kind `'both'`, `'pred'`
       (prediction empty, target not) or `'target'` (target empty, prediction not); the
       binary foreground is class 1.
@@ -296,6 +424,8 @@ def image_metrics(pred, target, num_classes: int = 1, spacing=None,
     num_classes: 1 for binary, else the number of classes including background.
     spacing: None (pixels), one positive float, or one per axis; HD95/ASSD are in its units.
     empty_policy: 'diagonal' or 'exclude' (see above).
+    nsd_tolerance: NSD tolerance in `spacing` units (see `surface_dice`).
+    boundary_iou_ratio: Boundary IoU band width / image diagonal (see `boundary_iou`).
 
   Returns:
     dict with float metrics, `'empty'` (dict int -> str) and `'excluded'` (tuple of keys).
@@ -313,6 +443,8 @@ def image_metrics(pred, target, num_classes: int = 1, spacing=None,
     raise ValueError(f'metrics.image_metrics: num_classes must be a positive integer, got '
                      f'{num_classes!r}')
   _normalize_spacing(spacing, pred.ndim, 'image_metrics')
+  options = (_check_tolerance(nsd_tolerance, 'image_metrics'),
+             _check_ratio(boundary_iou_ratio, 'image_metrics'))
   out: dict[str, Any] = {}
   empty: dict[int, str] = {}
   excluded: list[str] = []
@@ -320,11 +452,11 @@ def image_metrics(pred, target, num_classes: int = 1, spacing=None,
     _check_not_probabilities(pred, 'pred', 'image_metrics')
     _check_not_probabilities(target, 'target', 'image_metrics')
     values, kind = _binary_metrics(pred.astype(bool), target.astype(bool), spacing,
-                                   empty_policy)
+                                   empty_policy, *options)
     out.update(values)
     if kind is not None:
       empty[1] = kind
-    excluded = [k for k in _DISTANCE_METRICS if math.isnan(out[k])]
+    excluded = [k for k in _EMPTY_POLICY_METRICS if math.isnan(out[k])]
   else:
     for name, arr in (('pred', pred), ('target', target)):
       if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
@@ -335,7 +467,7 @@ def image_metrics(pred, target, num_classes: int = 1, spacing=None,
                          f'got [{arr.min()}, {arr.max()}]')
     per_class = {m: [] for m in METRIC_NAMES}
     for c in range(1, num_classes):
-      values, kind = _binary_metrics(pred == c, target == c, spacing, empty_policy)
+      values, kind = _binary_metrics(pred == c, target == c, spacing, empty_policy, *options)
       if kind is not None:
         empty[c] = kind
       for m in METRIC_NAMES:

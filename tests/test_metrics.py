@@ -219,7 +219,7 @@ def test_one_empty_diagonal_and_exclude(which):
       math.hypot(60.0, 40.0))
   ex = metrics.image_metrics(pred, target, empty_policy='exclude')
   assert math.isnan(ex['hd95']) and math.isnan(ex['assd'])
-  assert set(ex['excluded']) == {'hd95', 'assd'}
+  assert set(ex['excluded']) == {'hd95', 'assd', 'nsd', 'boundary_iou'}
   assert math.isnan(metrics.hd95(pred, target, empty_policy='exclude'))
 
 
@@ -278,7 +278,7 @@ def test_multiclass_per_class_and_mean():
   assert m['empty'] == {3: 'pred'}
   assert m['pixel_accuracy'] == pytest.approx(np.mean(pred == target))
   ex = metrics.image_metrics(pred, target, num_classes=4, empty_policy='exclude')
-  assert set(ex['excluded']) == {'hd95/3', 'assd/3'}
+  assert set(ex['excluded']) == {'hd95/3', 'assd/3', 'nsd/3', 'boundary_iou/3'}
   assert ex['hd95'] == pytest.approx(np.mean([ex['hd95/1'], ex['hd95/2']]))
   s = metrics.summarize([m, metrics.image_metrics(target, target, num_classes=4)])
   assert s['empty']['per_class'] == {3: {'both': 0, 'pred': 1, 'target': 0}}
