@@ -39,7 +39,7 @@ from ml_collections import config_flags
 from sgdc_jax import ablation_report as report
 from sgdc_jax import cli
 from sgdc_jax import config as config_lib
-from sgdc_jax import evaluate, experiment, models, train
+from sgdc_jax import diagnose, evaluate, experiment, models, train
 from sgdc_jax.modules import KERNEL_SOURCES
 
 RUN_RECORD = 'ablation_run.json'
@@ -142,6 +142,7 @@ def train_and_test(config: ml_collections.ConfigDict, run: Run, split: str) -> d
   if result.preempted:
     return None
   summary = evaluate.evaluate_checkpoint(cfg, run.directory, split=split)
+  diagnostics = diagnostic_fields(diagnose.diagnose(cfg, run.directory, split), run.directory)
   params, gflops = model_cost(cfg)
   record = {
       'source': run.source, 'seed': run.seed, 'split': split,
@@ -153,8 +154,39 @@ def train_and_test(config: ml_collections.ConfigDict, run: Run, split: str) -> d
       'per_image_csv': os.path.relpath(os.path.join(summary['output_dir'], 'per_image.csv'),
                                        run.directory),
       'config': _comparable(cfg),
+      **diagnostics,
   }
   if primary:
+    _write_json(os.path.join(run.directory, RUN_RECORD), record)
+  return record
+
+
+def diagnostic_fields(result: dict[str, Any], run_dir: str) -> dict[str, Any]:
+  """Run-record fields from a `diagnose.diagnose` result: where its JSON is, and the
+  `ablation.csv` diagnostic columns (mean knock-out costs, edge F, block averages)."""
+  fields: dict[str, Any] = {
+      'diagnostics': os.path.relpath(os.path.join(result['output_dir'], 'diagnose.json'),
+                                     run_dir),
+      'edge_f': result['edge']['edge_f'],
+  }
+  for name, ko in result['knockouts'].items():
+    fields[f'ko_{name}_dice'] = ko['comparison']['dice']['mean_diff']
+    fields[f'ko_{name}_hd95'] = ko['comparison']['hd95']['mean_diff']
+  for key in ('ls1_mean_abs', 'ls2_mean_abs', 'branch1_rel_norm', 'branch2_rel_norm'):
+    values = [b[key] for b in result['blocks'] if key in b]
+    if values:
+      fields[key] = float(np.mean(values))
+  return fields
+
+
+def add_diagnostics(config: ml_collections.ConfigDict, run: Run, record: dict[str, Any]
+                    ) -> dict[str, Any]:
+  """Diagnoses a run that finished before the ablation recorded diagnostics, and rewrites
+  its record with them."""
+  cfg = run_config(config, run)
+  result = diagnose.diagnose(cfg, run.directory, record['split'])
+  record = {**record, **diagnostic_fields(result, run.directory)}
+  if jax.process_index() == 0:
     _write_json(os.path.join(run.directory, RUN_RECORD), record)
   return record
 
@@ -189,8 +221,55 @@ def write_report(workdir: str, records: Sequence[dict[str, Any]], title: str) ->
   comparisons = report.compare_sources(per_source)
   with open(paths['md'], 'w', encoding='utf-8') as f:
     f.write(report.markdown(report.source_summary(records), comparisons, title))
+    f.write(diagnostics_markdown(workdir, records))
   report.plot(per_source, paths['png'])
   return paths
+
+
+def diagnostics_markdown(workdir: str, records: Sequence[dict[str, Any]]) -> str:
+  """The knock-out, block and edge sections of `ablation.md`: per source, each knock-out as
+  a paired comparison of seed-averaged per-image scores (intact vs knocked), then the
+  per-run block and edge tables of `diagnose`."""
+  results = []
+  for r in records:
+    if 'diagnostics' in r:
+      path = os.path.join(workdir, f"{r['source']}_seed{r['seed']}", r['diagnostics'])
+      results.append((os.path.dirname(path), f"{r['source']} s{r['seed']}", _read_json(path)))
+  if not results:
+    return ''
+  shown = ('dice', 'hd95', 'nsd', 'boundary_iou')
+  rows = []
+  for source in dict.fromkeys(r['source'] for r in records):
+    mine = [(d, res) for d, label, res in results if res['kernel_source'] == source]
+    if not mine:
+      continue
+    names = [n for n in mine[0][1]['knockouts'] if all(n in res['knockouts'] for _, res in mine)]
+
+    def averaged(relative: str) -> dict[str, dict[str, float]]:
+      return report.seed_averaged([report.read_per_image(os.path.join(d, relative))
+                                   for d, _ in mine])
+
+    intact = averaged(mine[0][1]['per_image_csv'])
+    for name in names:
+      knocked = averaged(mine[0][1]['knockouts'][name]['per_image_csv'])
+      rows += [c for c in report.paired_rows(intact, knocked, f'{source} intact', name)
+               if c['metric'] in shown]
+  labelled = [(label, res) for _, label, res in results]
+  edge_tol = results[0][2]['edge']['tolerance_px']
+  lines = ['', '## Test-time knock-outs', '',
+           'Each run scored again with a part of its trained network removed '
+           '(`sgdc_jax.knockouts`): ' + '; '.join(f'`{k}`: {v}' for k, v in
+                                                   diagnose.knockouts.DESCRIPTIONS.items()) +
+           '. Per source, per-image scores averaged over seeds, then intact - knocked '
+           '("reference better" = the knock-out hurts).', '',
+           '| intact vs knock-out | metric | n | mean diff | 95 % CI | Wilcoxon p | W/T/L | '
+           'verdict |', '|---|---|---|---|---|---|---|---|']
+  lines += report.comparison_rows(rows)
+  lines += ['', '## SGDC blocks after training', '']
+  lines += diagnose.block_table(labelled)
+  lines += ['', f'## SGE edge map: boundary F-score at {edge_tol:g} px', '']
+  lines += diagnose.edge_table(labelled)
+  return '\n'.join(lines) + '\n'
 
 
 def run_ablation(config: ml_collections.ConfigDict, workdir: str, sources: Sequence[str],
@@ -221,6 +300,9 @@ def run_ablation(config: ml_collections.ConfigDict, workdir: str, sources: Seque
     record = finished[run]
     if record is not None:
       print(f'[ablation] {run.source} seed {run.seed}: finished, skipped', flush=True)
+      if 'diagnostics' not in record:
+        print(f'[ablation] {run.source} seed {run.seed}: adding its diagnostics', flush=True)
+        record = add_diagnostics(config, run, record)
     else:
       print(f'[ablation] {run.source} seed {run.seed}: training in {run.directory}', flush=True)
       record = train_and_test(config, run, split)

@@ -25,11 +25,21 @@ import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
 # Per-image metrics compared, and whether larger is better.
-METRICS = {'dice': True, 'iou': True, 'hd95': False, 'assd': False}
+METRICS = {'dice': True, 'iou': True, 'hd95': False, 'assd': False, 'nsd': True,
+           'boundary_iou': True}
 # Columns of ablation.csv, one row per (source, seed) run.
-RUN_COLUMNS = ('source', 'seed', 'dice', 'iou', 'hd95', 'assd', 'dice_std', 'iou_std',
-               'hd95_std', 'assd_std', 'n_images', 'params', 'gflops_per_image', 'train_s',
-               'steps', 'checkpoint_step', 'per_image_csv')
+RUN_COLUMNS = ('source', 'seed', 'dice', 'iou', 'hd95', 'assd', 'nsd', 'boundary_iou',
+               'dice_std', 'iou_std', 'hd95_std', 'assd_std', 'nsd_std', 'boundary_iou_std',
+               'n_images', 'params', 'gflops_per_image', 'train_s', 'steps', 'checkpoint_step',
+               'per_image_csv',
+               # test-time diagnostics (`sgdc_jax.diagnose`): mean intact - knocked costs,
+               # SGE edge F-score, layer scales and branch norms averaged over the blocks
+               'ko_blocks_off_dice', 'ko_blocks_off_hd95', 'ko_dynamic_off_dice',
+               'ko_dynamic_off_hd95', 'ko_guidance_zeroed_dice', 'ko_guidance_zeroed_hd95',
+               'ko_guidance_swapped_dice', 'ko_guidance_swapped_hd95', 'edge_f',
+               'ls1_mean_abs', 'ls2_mean_abs', 'branch1_rel_norm', 'branch2_rel_norm')
+SUMMARY_KEYS = ('dice', 'iou', 'hd95', 'assd', 'nsd', 'boundary_iou', 'params',
+                'gflops_per_image', 'train_s')
 
 
 def read_per_image(path: str) -> dict[str, dict[str, float]]:
@@ -116,21 +126,32 @@ def compare_sources(per_source: Mapping[str, Mapping[str, Mapping[str, float]]],
   if reference not in per_source:
     return []
   rows = []
-  ref = per_source[reference]
   for other, scores in per_source.items():
-    if other == reference:
-      continue
-    if sorted(scores) != sorted(ref):
-      raise ValueError(f'{reference} and {other} were evaluated on different images')
-    ids = sorted(ref)
-    for metric, higher in METRICS.items():
-      a = np.array([ref[i][metric] for i in ids])
-      b = np.array([scores[i][metric] for i in ids])
-      keep = np.isfinite(a) & np.isfinite(b)
-      row = paired_comparison(a[keep], b[keep], higher_is_better=higher, seed=seed)
-      row.update(reference=reference, other=other, metric=metric,
-                 left_out=int((~keep).sum()))
-      rows.append(row)
+    if other != reference:
+      rows += paired_rows(per_source[reference], scores, reference, other, seed=seed)
+  return rows
+
+
+def paired_rows(ref: Mapping[str, Mapping[str, float]], other: Mapping[str, Mapping[str, float]],
+                ref_name: str, other_name: str, seed: int = 0) -> list[dict[str, Any]]:
+  """`paired_comparison` of two `{image id: {metric: value}}` score sets, one row per metric
+  of `METRICS` (plus 'reference', 'other', 'metric', 'left_out').
+
+  Raises:
+    ValueError: the two sets hold different images.
+  """
+  if sorted(other) != sorted(ref):
+    raise ValueError(f'{ref_name} and {other_name} were evaluated on different images')
+  ids = sorted(ref)
+  rows = []
+  for metric, higher in METRICS.items():
+    a = np.array([ref[i][metric] for i in ids])
+    b = np.array([other[i][metric] for i in ids])
+    keep = np.isfinite(a) & np.isfinite(b)
+    row = paired_comparison(a[keep], b[keep], higher_is_better=higher, seed=seed)
+    row.update(reference=ref_name, other=other_name, metric=metric,
+               left_out=int((~keep).sum()))
+    rows.append(row)
   return rows
 
 
@@ -140,8 +161,8 @@ def source_summary(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
   for source in dict.fromkeys(r['source'] for r in runs):
     mine = [r for r in runs if r['source'] == source]
     row: dict[str, Any] = {'source': source, 'seeds': [int(r['seed']) for r in mine]}
-    for key in ('dice', 'iou', 'hd95', 'assd', 'params', 'gflops_per_image', 'train_s'):
-      vals = np.array([float(r[key]) for r in mine])
+    for key in SUMMARY_KEYS:  # runs recorded before a metric existed count as NaN
+      vals = np.array([float(r.get(key, math.nan)) for r in mine])
       row[key] = float(vals.mean())
       row[key + '_sd'] = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
     out.append(row)
@@ -168,14 +189,17 @@ def markdown(summary: Sequence[Mapping[str, Any]], comparisons: Sequence[Mapping
   """`ablation.md`: the per-source table and the paired comparisons."""
   lines = [f'# {title}', '',
            'Per source: mean ± sample std over seeds of the per-run test means '
-           '(HD95, ASSD in pixels, MedPy convention; train time = wall seconds).', '',
-           '| source | seeds | Dice | IoU | HD95 | ASSD | params | GFLOPs/image | train s |',
-           '|---|---|---|---|---|---|---|---|---|']
+           '(HD95, ASSD in pixels, MedPy convention; NSD at the eval.nsd_tolerance; '
+           'train time = wall seconds).', '',
+           '| source | seeds | Dice | IoU | HD95 | ASSD | NSD | Boundary IoU | params | '
+           'GFLOPs/image | train s |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
   for r in summary:
     lines.append(
         f"| {r['source']} | {len(r['seeds'])} | {_pm(r['dice'], r['dice_sd'], 4)} | "
         f"{_pm(r['iou'], r['iou_sd'], 4)} | {_pm(r['hd95'], r['hd95_sd'], 2)} | "
-        f"{_pm(r['assd'], r['assd_sd'], 2)} | {int(r['params']):,} | "
+        f"{_pm(r['assd'], r['assd_sd'], 2)} | {_pm(r['nsd'], r['nsd_sd'], 4)} | "
+        f"{_pm(r['boundary_iou'], r['boundary_iou_sd'], 4)} | {int(r['params']):,} | "
         f"{r['gflops_per_image']:.2f} | {_pm(r['train_s'], r['train_s_sd'], 0)} |")
   if comparisons:
     lines += ['', 'Paired per-image comparisons on the same test images (each source averaged '
@@ -183,16 +207,23 @@ def markdown(summary: Sequence[Mapping[str, Any]], comparisons: Sequence[Mapping
               'Wilcoxon signed-rank p, wins/ties/losses of the reference.', '',
               '| reference vs other | metric | n | mean diff | 95 % CI | Wilcoxon p | '
               'W/T/L | verdict |', '|---|---|---|---|---|---|---|---|']
-    for c in comparisons:
-      better = (c['mean_diff'] > 0) == METRICS[c['metric']]
-      verdict = (('reference better' if better else 'reference worse')
-                 if c['significant'] else 'no significant difference')
-      left = f" ({c['left_out']} left out)" if c['left_out'] else ''
-      lines.append(
-          f"| {c['reference']} vs {c['other']} | {c['metric']} | {c['n']}{left} | "
-          f"{c['mean_diff']:+.4f} | [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | "
-          f"{c['wilcoxon_p']:.3g} | {c['wins']}/{c['ties']}/{c['losses']} | {verdict} |")
+    lines += comparison_rows(comparisons)
   return '\n'.join(lines) + '\n'
+
+
+def comparison_rows(comparisons: Sequence[Mapping[str, Any]]) -> list[str]:
+  """Markdown rows of `paired_rows` results (header not included)."""
+  lines = []
+  for c in comparisons:
+    better = (c['mean_diff'] > 0) == METRICS[c['metric']]
+    verdict = (('reference better' if better else 'reference worse')
+               if c['significant'] else 'no significant difference')
+    left = f" ({c['left_out']} left out)" if c['left_out'] else ''
+    lines.append(
+        f"| {c['reference']} vs {c['other']} | {c['metric']} | {c['n']}{left} | "
+        f"{c['mean_diff']:+.4f} | [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | "
+        f"{c['wilcoxon_p']:.3g} | {c['wins']}/{c['ties']}/{c['losses']} | {verdict} |")
+  return lines
 
 
 def plot(per_source: Mapping[str, Mapping[str, Mapping[str, float]]], path: str) -> None:

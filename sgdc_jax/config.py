@@ -84,6 +84,8 @@ def get_config() -> ml_collections.ConfigDict:
       overlays=16,            # PNG overlays written by --mode=eval
       use_ema=True,           # evaluate EMA parameters when EMA is on
       checkpoint="best",      # best | latest (for --mode=eval and --mode=predict)
+      nsd_tolerance=2.0,      # surface Dice (NSD) tolerance, pixels of the stored image
+      boundary_iou_ratio=0.02,  # Boundary IoU band width / image diagonal (Cheng et al.)
   ))
 
   config.predict = ml_collections.ConfigDict(dict(
@@ -139,6 +141,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval.overlays": _at_least(0),
     "eval.use_ema": _flag(),
     "eval.checkpoint": (lambda v: v in ("best", "latest"), "'best' or 'latest'"),
+    "eval.nsd_tolerance": (lambda v: is_number(v) and v >= 0, "a number >= 0 (pixels)"),
+    "eval.boundary_iou_ratio": (lambda v: is_number(v) and v > 0, "a number > 0"),
     "predict.input_dir": _text("a directory path"),
     "predict.output_dir": _text("a directory path"),
     "predict.save_probabilities": _flag(),

@@ -117,6 +117,19 @@ class ScoredImage:
             **{k: v for k, v in self.metrics.items() if isinstance(v, (int, float))}}
 
 
+def global_eval_batches(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, split: str):
+  """Yields every eval batch of `split` as global arrays `{'image', 'valid', 'index'}`
+  (`(B, S, S, 3)`, `(B,)`, `(B,)`; padding rows have valid False), on every process."""
+  it = pipeline.create_eval_iterator(config.data, split, config.eval.batch_size,
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count())
+  shd.barrier("eval_start")
+  for batch in it:
+    shd.barrier("eval_batch")  # a process may still be scoring the previous batch
+    local = {k: np.asarray(batch[k]) for k in ("image", "valid", "index")}
+    yield shd.host_to_global(local, mesh)
+
+
 class Scorer:
   """Scores every record of a split for a given state (validation and `--mode=eval`)."""
 
@@ -148,18 +161,11 @@ class Scorer:
     variables = state.eval_variables(use_ema=bool(cfg.eval.use_ema))
     source = pipeline.open_source(cfg.data, split)
     n_records = len(source)
-    it = pipeline.create_eval_iterator(cfg.data, split, cfg.eval.batch_size,
-                                       process_index=jax.process_index(),
-                                       process_count=jax.process_count())
     primary = jax.process_index() == 0
-    shd.barrier("eval_start")
     rows: list[dict[str, Any]] = []
     per_image: list[dict[str, Any]] = []
     seen: set[int] = set()
-    for batch in it:
-      shd.barrier("eval_batch")  # a process may still be scoring the previous batch
-      local = {k: np.asarray(batch[k]) for k in ("image", "valid", "index")}
-      gbatch = shd.host_to_global(local, self.mesh)
+    for gbatch in global_eval_batches(cfg, self.mesh, split):
       out = self._predict(variables, gbatch["image"])
       shd.barrier("eval_gather")  # everyone compiled `_predict` before the gathers below
       valid = shd.global_to_host(gbatch["valid"]).astype(bool)
@@ -175,7 +181,10 @@ class Scorer:
         target = target_labels(ex["mask"], self.num_classes)
         h, w = target.shape
         pred = to_labels(resize_probs(probs[i], h, w), self.num_classes)
-        m = metrics_lib.image_metrics(pred, target, num_classes=self.num_classes)
+        m = metrics_lib.image_metrics(
+            pred, target, num_classes=self.num_classes,
+            nsd_tolerance=float(cfg.eval.nsd_tolerance),
+            boundary_iou_ratio=float(cfg.eval.boundary_iou_ratio))
         per_image.append(m)
         scored = ScoredImage(
             id=decode_id(ex.get("id", idx)), index=idx, image=np.asarray(ex["image"]),

@@ -355,6 +355,33 @@ def boundary_iou(pred, target, dilation_ratio: float = DEFAULT_BOUNDARY_IOU_RATI
   return _boundary_iou(pred, target, ratio, empty_policy)
 
 
+def boundary_f_score(pred_boundary, target_boundary, tolerance: float) -> dict[str, float]:
+  """Boundary F-score (BF, Csurka et al., 2013) of two boundary maps at a pixel tolerance.
+
+  precision = share of `pred_boundary` pixels within `tolerance` (Euclidean, pixels) of a
+  `target_boundary` pixel; recall = the same the other way; F = 2PR / (P + R). Both maps empty
+  -> 1 for all three; exactly one empty -> 0 for all three.
+
+  Args:
+    pred_boundary, target_boundary: same-shape boolean maps `(H, W)`, e.g. a thresholded edge
+      map and `border(mask)`.
+    tolerance: >= 0, in pixels.
+
+  Returns:
+    `{'precision', 'recall', 'f'}` (Python floats).
+  """
+  tolerance = _check_tolerance(tolerance, 'boundary_f_score')
+  pred_b, target_b = _as_bool_pair(pred_boundary, target_boundary, 'boundary_f_score')
+  p_any, t_any = bool(pred_b.any()), bool(target_b.any())
+  if not (p_any and t_any):
+    value = 1.0 if p_any == t_any else 0.0
+    return {'precision': value, 'recall': value, 'f': value}
+  precision = float(np.mean(ndimage.distance_transform_edt(~target_b)[pred_b] <= tolerance))
+  recall = float(np.mean(ndimage.distance_transform_edt(~pred_b)[target_b] <= tolerance))
+  f = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+  return {'precision': precision, 'recall': recall, 'f': float(f)}
+
+
 # ----------------------------------------------------------------------------- per-image set
 
 

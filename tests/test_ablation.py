@@ -77,7 +77,8 @@ def test_bad_inputs_are_named(tmp_path):
   with pytest.raises(ValueError, match="different images"):
     report.seed_averaged([{"a": {}}, {"b": {}}])
   path = tmp_path / "per_image.csv"
-  path.write_text("id,index,dice,iou,hd95,assd\nx,0,1,1,0,0\nx,1,1,1,0,0\n")
+  path.write_text("id,index,dice,iou,hd95,assd,nsd,boundary_iou\nx,0,1,1,0,0,1,1\n"
+                  "x,1,1,1,0,0,1,1\n")
   with pytest.raises(ValueError, match="appears twice"):
     report.read_per_image(str(path))
   with pytest.raises(ValueError, match="not found"):
@@ -93,9 +94,14 @@ def test_seed_average_and_source_summary():
   assert row["dice"] == pytest.approx(0.85) and row["dice_sd"] == pytest.approx(np.std([0.8, 0.9],
                                                                                       ddof=1))
   assert row["hd95"] == pytest.approx(8.0) and row["seeds"] == [0, 1]
-  avg = report.seed_averaged([{"i": {"dice": 0.5, "iou": 0.4, "hd95": 2.0, "assd": 1.0}},
-                              {"i": {"dice": 0.7, "iou": 0.6, "hd95": 4.0, "assd": 3.0}}])
+  avg = report.seed_averaged([
+      {"i": {"dice": 0.5, "iou": 0.4, "hd95": 2.0, "assd": 1.0, "nsd": 0.2, "boundary_iou": 0.1}},
+      {"i": {"dice": 0.7, "iou": 0.6, "hd95": 4.0, "assd": 3.0, "nsd": 0.4, "boundary_iou": 0.3}}])
   assert avg["i"]["dice"] == pytest.approx(0.6) and avg["i"]["hd95"] == pytest.approx(3.0)
+  assert avg["i"]["nsd"] == pytest.approx(0.3) and avg["i"]["boundary_iou"] == pytest.approx(0.2)
+  # A run recorded before NSD existed counts as NaN in the summary, not as an error.
+  (old,) = report.source_summary(runs[:1])
+  assert np.isnan(old["nsd"])
 
 
 TINY_CONFIG = textwrap.dedent("""
@@ -165,9 +171,39 @@ def test_ablation_command_writes_report_skips_finished_and_resumes_killed(tmp_pa
     assert int(r["n_images"]) == 6 and 0.0 <= float(r["dice"]) <= 1.0
     assert int(r["params"]) > 0 and float(r["gflops_per_image"]) > 0
   md = (workdir / "ablation.md").read_text()
-  assert "structure vs none" in md and "| hd95 |" in md
+  assert "structure vs none" in md and "| hd95 |" in md and "| nsd |" in md
+  assert "| boundary_iou |" in md
+  # Knock-outs: every applicable one per source, block and edge tables per run.
+  for source, names in (("structure", ("blocks_off", "dynamic_off", "guidance_zeroed",
+                                       "guidance_swapped")), ("none", ("blocks_off",
+                                                                       "dynamic_off"))):
+    for name in names:
+      assert f"| {source} intact vs {name} | dice |" in md, (source, name)
+  assert "none intact vs guidance_zeroed" not in md
+  assert "| structure s0 | sgdc0 |" in md and "SGE edge map: boundary F-score" in md
+  for r in rows:
+    assert 0.0 <= float(r["nsd"]) <= 1.0 and 0.0 <= float(r["boundary_iou"]) <= 1.0
+    assert r["ko_blocks_off_dice"] != "" and float(r["ls1_mean_abs"]) > 0
+  assert rows[0]["ko_guidance_swapped_dice"] != "" and rows[1]["ko_guidance_swapped_dice"] == ""
   record = json.loads((first / "ablation_run.json").read_text())
   assert record["checkpoint_step"] <= 6 and record["steps"] == 6
+  diag = json.loads((first / record["diagnostics"]).read_text())
+  assert diag["n_images"] == 6 and set(diag["knockouts"]) == {
+      "blocks_off", "dynamic_off", "guidance_zeroed", "guidance_swapped"}
+  # The standalone entry on the same workdir, config from its record, on another split.
+  diag_cmd = [sys.executable, "-m", "sgdc_jax.diagnose", f"--workdir={first}",
+              "--split=validation", "--edge_tolerance=2"]
+  out_diag = subprocess.run(diag_cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600)
+  assert out_diag.returncode == 0, out_diag.stderr[-3000:]
+  (vdir,) = (first / "diagnose" / "synthetic_lesions" / "validation").iterdir()
+  vdiag = json.loads((vdir / "diagnose.json").read_text())
+  assert vdiag["n_images"] == 4 and vdiag["edge"]["tolerance_px"] == 2.0
+  assert 0.0 <= vdiag["edge"]["edge_f"] <= 1.0
+  for name in ("intact", "blocks_off", "guidance_swapped"):
+    with open(vdir / name / "per_image.csv", newline="") as f:
+      assert len(list(csv.DictReader(f))) == 4
+  assert "| structure | blocks_off |" in out_diag.stdout
   # 3. Rerun again: both runs are skipped (nothing trained), the report is rebuilt.
   mtime = os.path.getmtime(first / "ablation_run.json")
   again = subprocess.run(_command(config_path, workdir), env=_env(), cwd=tmp_path,

@@ -185,3 +185,23 @@ def test_bad_tolerance_and_ratio_raise():
     metrics.boundary_iou(a, a, 0.0)
   with pytest.raises(ValueError, match='shapes differ'):
     metrics.boundary_iou(a, np.ones((4, 5), bool))
+
+
+def test_boundary_f_score_equals_brute_force():
+  rng = np.random.default_rng(11)
+  for pred, target in _pairs(11)[:5]:
+    edge = _brute_border(pred) | (rng.random(pred.shape) < 0.01)  # a noisy edge map
+    contour = _brute_border(target)
+    for tol in (0.0, 1.5, 3.0):
+      got = metrics.boundary_f_score(edge, contour, tol)
+      d = cdist(np.argwhere(edge), np.argwhere(contour))
+      p = np.mean(d.min(axis=1) <= tol)
+      r = np.mean(d.min(axis=0) <= tol)
+      assert got['precision'] == pytest.approx(p, abs=1e-12)
+      assert got['recall'] == pytest.approx(r, abs=1e-12)
+      assert got['f'] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0, abs=1e-12)
+  z = np.zeros((5, 5), bool)
+  one = z.copy()
+  one[2, 2] = True
+  assert metrics.boundary_f_score(z, z, 1.0)['f'] == 1.0
+  assert metrics.boundary_f_score(one, z, 1.0) == {'precision': 0.0, 'recall': 0.0, 'f': 0.0}

@@ -112,8 +112,23 @@ class SGDC(nn.Module):
     scale1 = self.param('layer_scale1', nn.initializers.constant(self.layer_scale_init), (c,))
     scale2 = self.param('layer_scale2', nn.initializers.constant(self.layer_scale_init), (c,))
     drop = DropPath(self.drop_path)
-    x = x + drop(scale1.astype(self.dtype) * (x1 + x2), deterministic)
+    branch1 = scale1.astype(self.dtype) * (x1 + x2)
+    _sow_sq_norm(self, 'input_sq', x)
+    _sow_sq_norm(self, 'branch1_sq', branch1)
+    x = x + drop(branch1, deterministic)
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm2')(x)
     y = _conv1x1(int(c * self.mlp_ratio), self.dtype, 'mlp_fc1')(y)
     y = _conv1x1(c, self.dtype, 'mlp_fc2')(nn.gelu(y, approximate=False))
-    return x + drop(scale2.astype(self.dtype) * y, deterministic)
+    branch2 = scale2.astype(self.dtype) * y
+    _sow_sq_norm(self, 'mid_sq', x)
+    _sow_sq_norm(self, 'branch2_sq', branch2)
+    return x + drop(branch2, deterministic)
+
+
+def _sow_sq_norm(module: nn.Module, name: str, value: jax.Array) -> None:
+  """Records the per-image squared norm `(B,)` of `value` in the 'diagnostics' collection
+  (a no-op unless the caller makes that collection mutable, and at `init`, whose variables
+  would otherwise carry it; see `sgdc_jax.diagnose`)."""
+  if module.is_mutable_collection('diagnostics') and not module.is_initializing():
+    module.sow('diagnostics', name,
+               jnp.sum(jnp.square(value.astype(jnp.float32)), axis=(1, 2, 3)))
