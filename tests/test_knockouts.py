@@ -25,8 +25,15 @@ def _variables(model, x, seed=0):
   return jax.tree_util.tree_map_with_path(bias, variables)
 
 
+_COMPILED = {}
+
+
 def _apply(model, variables, x):
-  return jax.jit(lambda v, im: model.apply(v, im, train=False))(variables, x)
+  """`model.apply` in eval mode, jitted once per model (compiling dominates these tests)."""
+  key = repr(model)
+  if key not in _COMPILED:
+    _COMPILED[key] = jax.jit(lambda v, im: model.apply(v, im, train=False))
+  return _COMPILED[key](variables, x)
 
 
 def _without(params, predicate):
@@ -51,8 +58,10 @@ def test_blocks_off_equals_the_network_without_blocks():
 
 def test_zero_layer_scales_are_unchanged_by_blocks_off():
   x = images(2, seed=3)
-  model = build_model(tiny_config(n_blocks=2, layer_scale_init=0.0))
-  variables = model.init(jax.random.key(0), x, train=False)
+  model = build_model(tiny_config(n_blocks=2))
+  zero_scales = lambda path, leaf: (jnp.zeros_like(leaf) if getattr(path[-1], 'key', '')
+                                    .startswith('layer_scale') else leaf)
+  variables = jax.tree_util.tree_map_with_path(zero_scales, _variables(model, x, seed=3))
   a = _apply(model, variables, x)
   b = _apply(model, knockouts.knocked_variables(variables, 'blocks_off'), x)
   np.testing.assert_array_equal(np.asarray(a['logits']), np.asarray(b['logits']))
@@ -60,7 +69,7 @@ def test_zero_layer_scales_are_unchanged_by_blocks_off():
 
 def test_dynamic_off_keeps_the_mlp_branch():
   x = images(2, seed=1)
-  model = build_model(tiny_config(n_blocks=1))
+  model = build_model(tiny_config(n_blocks=2))
   variables = _variables(model, x)
   knocked = knockouts.knocked_variables(variables, 'dynamic_off')
   p = knocked['params']['sgdc0']
@@ -93,7 +102,8 @@ def test_guidance_swapped_moves_guidance_between_images_only():
   variables = _variables(model, a)
   swapped = knockouts.knocked_model(model, 'guidance_swapped')
   assert knockouts.knocked_variables(variables, 'guidance_swapped') is variables
-  run = lambda m, x: jax.jit(lambda v, im: m.apply(v, im, train=False))(variables, x)
+  swap_fn = jax.jit(lambda v, im: swapped.apply(v, im, train=False))
+  run = lambda m, x: (swap_fn(variables, x) if m is swapped else _apply(m, variables, x))
   ab = run(swapped, jnp.concatenate([a, b]))
   ba = run(swapped, jnp.concatenate([b, a]))
   intact = run(model, jnp.concatenate([a, b]))
@@ -126,7 +136,8 @@ def test_sown_branch_norms_and_layer_scale_stats():
   out, state = model.apply(variables, x, train=False, mutable=['diagnostics'])
   np.testing.assert_array_equal(np.asarray(out['logits']),
                                 np.asarray(model.apply(variables, x, train=False)['logits']))
-  assert 'diagnostics' not in model.init(jax.random.key(0), x, train=False)
+  assert 'diagnostics' not in jax.eval_shape(lambda: model.init(jax.random.key(0), x,
+                                                                 train=False))
   sown = state['diagnostics']['sgdc0']
   assert set(sown) == {'input_sq', 'branch1_sq', 'mid_sq', 'branch2_sq'}
   assert all(v[0].shape == (2,) for v in sown.values())
