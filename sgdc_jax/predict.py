@@ -6,10 +6,14 @@ transform (`pipeline.EvalTransform`), run through the network in batches of
 `config.predict.batch_size` (the last batch padded), and its probabilities are resized back to
 the original size. Outputs in `config.predict.output_dir`: `<stem>.png` (binary: 0/255;
 multi-class: the class label per pixel) and, with `config.predict.save_probabilities`,
-`<stem>_prob.png` (foreground probability x 255, or the max class probability x 255). Inputs
-that share a stem (`x.jpg`, `x.png`) are written as `<name>.png` (`x.jpg.png`, `x.png.png`) so
-that none overwrites another; the collision is logged. Files that cannot be read as images are
-reported, skipped and counted.
+`<stem>_prob.png` (foreground probability x 255, or the max class probability x 255). Output
+names are unique over all inputs, compared case-insensitively, masks and probability maps
+together (`output_names`): an input whose `<stem>` output would clash with another's is written
+under its file name (`x.jpg` -> `x.jpg.png`), then with its position (`x.jpg~3.png`); each
+rename is logged, and a run that would write one file twice stops instead. Files that cannot
+be read as images (broken links included) are reported, skipped and counted. Only the files
+directly in `predict.input_dir` are read (symbolic links followed); subfolders are named and
+skipped, and a folder without image files is an error.
 
 The output folder must not be the input folder or lie inside it (masks would overwrite inputs,
 and be read as inputs by the next run); both are compared by their real paths.
@@ -38,17 +42,43 @@ class PredictReport:
   written: list[str]
   unreadable: list[tuple[str, str]]   # (path, reason)
   skipped_non_image: list[str]
+  skipped_folders: list[str] = dataclasses.field(default_factory=list)
 
 
-def list_inputs(input_dir: str) -> tuple[list[str], list[str]]:
-  """`(candidate image paths, other files)` in `input_dir` (not recursive), sorted."""
-  images, others = [], []
+def list_inputs(input_dir: str) -> tuple[list[str], list[str], list[str]]:
+  """`(candidate image paths, other files, subfolders)` in `input_dir` (not recursive), sorted.
+
+  Links are followed; a broken link with an image extension is a candidate (reported as
+  unreadable when read), so nothing is left out without a word.
+  """
+  images, others, folders = [], [], []
   for name in sorted(os.listdir(input_dir)):
     path = os.path.join(input_dir, name)
-    if not os.path.isfile(path):
-      continue
-    (images if name.lower().endswith(image_io.IMAGE_EXTENSIONS) else others).append(path)
-  return images, others
+    if os.path.isdir(path):
+      folders.append(path)
+    elif name.lower().endswith(image_io.IMAGE_EXTENSIONS):
+      images.append(path)
+    else:
+      others.append(path)
+  return images, others, folders
+
+
+def check_inputs(input_dir: str, images: list[str], others: list[str],
+                 folders: list[str]) -> None:
+  """Raises `ValueError` when `input_dir` holds no image file, saying what it holds."""
+  if images:
+    return
+  held = []
+  if folders:
+    shown = ", ".join(os.path.basename(f) + "/" for f in folders[:5])
+    held.append(f"{len(folders)} subfolder(s) ({shown}{' ...' if len(folders) > 5 else ''})")
+  if others:
+    held.append(f"{len(others)} non-image file(s)")
+  raise ValueError(
+      f"predict.input_dir {input_dir!r} holds no image file "
+      f"({', '.join(image_io.IMAGE_EXTENSIONS)}), only {' and '.join(held) or 'nothing'}; "
+      "predict reads the images directly in that folder, not in its subfolders: point "
+      "predict.input_dir at the folder of images")
 
 
 def check_output_dir(input_dir: str, output_dir: str) -> None:
@@ -70,14 +100,38 @@ def check_output_dir(input_dir: str, output_dir: str) -> None:
     raise ValueError(f"predict.output_dir {output_dir!r} is not writable")
 
 
-def output_names(paths: list[str]) -> dict[str, str]:
-  """Output name (without '.png') of each input path: its stem, or its file name when
-  another input shares the stem (`x.jpg`, `x.png` -> `x.jpg`, `x.png`)."""
-  stems: dict[str, list[str]] = {}
-  for path in paths:
-    stems.setdefault(os.path.splitext(os.path.basename(path))[0], []).append(path)
-  return {path: (stem if len(group) == 1 else os.path.basename(path))
-          for stem, group in stems.items() for path in group}
+def output_names(paths: list[str], save_probabilities: bool = False) -> dict[str, str]:
+  """Output name (without '.png') of each input path, unique over all inputs.
+
+  Each input starts at its stem (`x.jpg` -> `x`); while two inputs would write one file
+  (`<name>.png`, and `<name>_prob.png` with `save_probabilities`; compared case-insensitively,
+  as some file systems do), the clashing inputs at the lowest level move up: stem -> file name
+  (`x.jpg`) -> file name and position in `paths` (`x.jpg~2`). File names in one folder
+  differ, and the position makes the last level unique, so this ends with no clash.
+  """
+  bases = [os.path.basename(p) for p in paths]
+  levels = [0] * len(paths)
+
+  def name(i: int) -> str:
+    return (os.path.splitext(bases[i])[0], bases[i], f"{bases[i]}~{i}")[levels[i]]
+
+  while True:
+    owners: dict[str, list[int]] = {}
+    for i in range(len(paths)):
+      files = [name(i)] + ([f"{name(i)}_prob"] if save_probabilities else [])
+      for f in files:
+        owners.setdefault(f.casefold(), []).append(i)
+    clashes = [group for group in owners.values() if len(set(group)) > 1]
+    if not clashes:
+      return {p: name(i) for i, p in enumerate(paths)}
+    before = list(levels)
+    for group in clashes:
+      low = min(levels[i] for i in group)
+      for i in set(group):
+        if levels[i] == low and low < 2:
+          levels[i] += 1
+    if levels == before:  # cannot happen (see above); never loop forever
+      raise RuntimeError(f"predict: no unique output names for {paths}")
 
 
 def read_image(path: str) -> np.ndarray:
@@ -110,13 +164,16 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
   Returns:
     `PredictReport`; a summary line is printed with the number written and skipped.
   Raises:
-    ConfigError: invalid config. ValueError: output folder unusable (see `check_output_dir`).
-    FileNotFoundError: no checkpoint in `workdir/checkpoints`.
+    ConfigError: invalid config. ValueError: no image file in the input folder
+    (`check_inputs`), output folder unusable (`check_output_dir`). FileNotFoundError: no
+    checkpoint in `workdir/checkpoints`. RuntimeError: a mask would be written twice.
   """
   config_lib.validate_config(config, mode="predict")
   workdir_lib.check_training_config(config, workdir, action="predict")
   pcfg = config.predict
   out_dir = pcfg.output_dir
+  paths, others, folders = list_inputs(pcfg.input_dir)
+  check_inputs(pcfg.input_dir, paths, others, folders)
   check_output_dir(pcfg.input_dir, out_dir)
   if jax.process_index() == 0:
     workdir_lib.write_run_config(config, out_dir, workdir)
@@ -125,16 +182,19 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
   variables = state.eval_variables(use_ema=bool(config.eval.use_ema))
   num_classes = int(config.model.num_classes)
   predict = inference.make_predict_fn(exp.model, num_classes, exp.mesh)
-  paths, others = list_inputs(pcfg.input_dir)
-  names = output_names(paths)
+  names = output_names(paths, bool(pcfg.save_probabilities))
   for path in paths:
     if names[path] != os.path.splitext(os.path.basename(path))[0]:
-      reporting.log(f"predict: {os.path.basename(path)} shares its stem with another input; "
-                    f"its mask is {names[path]}.png")
-  report = PredictReport(written=[], unreadable=[], skipped_non_image=others)
+      reporting.log(f"predict: {os.path.basename(path)}'s mask would clash with another "
+                    f"input's output; it is {names[path]}.png")
+  report = PredictReport(written=[], unreadable=[], skipped_non_image=others,
+                         skipped_folders=folders)
   for p in others:
     reporting.log(f"predict: skipping {p}: not an image file extension")
+  for p in folders:
+    reporting.log(f"predict: skipping subfolder {p}: predict does not read subfolders")
   batch_size = int(pcfg.batch_size)
+  done: set[str] = set()
   pending: list[tuple[str, tuple[int, int], np.ndarray]] = []
 
   def flush():
@@ -149,6 +209,10 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
     probs = shd.global_to_host(predict(variables, images)["probs"])
     for i, (path, (h, w), _) in enumerate(pending):
       if jax.process_index() == 0:
+        if names[path].casefold() in done:  # output_names guarantees this never happens
+          raise RuntimeError(f"predict: {path} would overwrite the mask {names[path]}.png "
+                             "written for another input")
+        done.add(names[path].casefold())
         p = inference.resize_probs(probs[i], h, w)
         report.written.append(_write(out_dir, names[path], p, num_classes,
                                      bool(pcfg.save_probabilities)))
@@ -165,8 +229,13 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
     if len(pending) == batch_size:
       flush()
   flush()
+  readable = len(paths) - len(report.unreadable)
+  if jax.process_index() == 0 and len(report.written) != readable:
+    raise RuntimeError(f"predict: wrote {len(report.written)} masks for {readable} readable "
+                       "images")
   reporting.log(
-      f"predict: wrote {len(report.written)} masks to {out_dir} (checkpoint step {step}); "
-      f"{len(report.unreadable)} unreadable image(s) skipped, "
-      f"{len(report.skipped_non_image)} non-image file(s) ignored")
+      f"predict: wrote {len(report.written)} masks for {readable} readable image(s) to "
+      f"{out_dir} (checkpoint step {step}); {len(report.unreadable)} unreadable image(s) "
+      f"skipped, {len(report.skipped_non_image)} non-image file(s) and "
+      f"{len(report.skipped_folders)} subfolder(s) ignored")
   return report

@@ -18,6 +18,8 @@ EXIF orientation is not applied: pixels are used as stored, like the masks that 
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from PIL import Image
 
@@ -38,6 +40,8 @@ def open_image(path: str) -> Image.Image:
     img = Image.open(path)
     img.load()
   except FileNotFoundError:
+    if os.path.islink(path):
+      raise ValueError(f'{path} is a broken symbolic link (to {os.readlink(path)})') from None
     raise ValueError(f'file not found: {path}') from None
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise ValueError(f'cannot decode image file {path}: {e}') from e

@@ -35,6 +35,7 @@ from absl import flags
 import tensorflow_datasets as tfds
 
 from sgdc_jax.data import builders
+from sgdc_jax.data import image_io
 from sgdc_jax.data.builders import _common
 from sgdc_jax.data.builders import folder as folder_lib
 
@@ -214,10 +215,22 @@ def format_report(results: dict[str, dict]) -> str:
     conversions = {s: c for s, c in r['metadata'].get('conversions', {}).items() if c}
     lines.append(f'  colour conversions: {conversions if conversions else "none"}')
     lines.extend(folder_lib.ambiguity_lines(r['metadata']))
-    ignored = r['metadata'].get('ignored_files', [])
-    if ignored:
-      lines.append(f'  ignored {len(ignored)} non-image or unmatched file(s), e.g. {ignored[0]}')
+    lines.extend(_ignored_lines(r['metadata'].get('ignored_files', [])))
   return '\n'.join(lines)
+
+
+def _ignored_lines(ignored: Sequence[str]) -> list[str]:
+  """Report lines for the files not read: image files by name (they may be data the layout
+  missed), the rest counted."""
+  images = [p for p in ignored if p.lower().endswith(image_io.IMAGE_EXTENSIONS)]
+  others = [p for p in ignored if not p.lower().endswith(image_io.IMAGE_EXTENSIONS)]
+  lines = []
+  if images:
+    shown = ', '.join(images[:5]) + (f' and {len(images) - 5} more' if len(images) > 5 else '')
+    lines.append(f'  skipped {len(images)} image file(s) that pair with nothing: {shown}')
+  if others:
+    lines.append(f'  ignored {len(others)} non-image file(s), e.g. {others[0]}')
+  return lines
 
 
 def define_flags() -> None:
@@ -262,11 +275,24 @@ def run(flag_values) -> str:
         *(getattr(flag_values, f) for f in _FOLDER_FLAGS))
   elif given:
     raise ValueError(f'--{", --".join(given)} apply to --dataset=folder only')
-  tfds.display_progress_bar(True)
+  # A bar redraws itself with carriage returns and cursor moves: only a terminal shows it;
+  # in a log or pipe it is escape-code litter.
+  tfds.display_progress_bar(sys.stderr.isatty())
   return format_report(
       prepare(flag_values.dataset, flag_values.manual_dir, flag_values.data_dir,
               name=flag_values.name, folder_options=folder_options,
               rebuild=flag_values.rebuild))
+
+
+def _close_progress_bars() -> None:
+  """Closes the bars an error left open (they clear their line), so the message that follows
+  starts on a clean line of the terminal."""
+  tqdm = sys.modules.get('tqdm')
+  if tqdm is None:
+    return
+  for bar in sorted(getattr(tqdm.tqdm, '_instances', ()), key=lambda b: -b.pos):
+    bar.close()
+  sys.stderr.flush()
 
 
 def main(argv: Sequence[str]) -> None:
@@ -279,10 +305,12 @@ def main(argv: Sequence[str]) -> None:
   except (ValueError, OSError) as e:
     if debug:
       raise
+    _close_progress_bars()
     sys.exit(f'prepare failed: {e}\n(set {DEBUG_ENV}=1 for the traceback)')
   except KeyboardInterrupt:
     if debug:
       raise
+    _close_progress_bars()
     sys.exit('prepare interrupted; nothing was marked prepared, and the next run removes the '
              'partial output')
 

@@ -101,8 +101,8 @@ def encode_png(pixels: np.ndarray) -> bytes:
 def binarize_mask(values: np.ndarray, path: str) -> np.ndarray:
   """Maps a binary mask to {0, 1}.
 
-  Accepted value sets: any subset of {0, 1} (kept) or of {0, 255} (255 -> 1), so an
-  all-background or all-lesion mask is fine.
+  Accepted value sets: any subset of {0, 1} (kept), of {0, 255} (255 -> 1) or, for 16-bit
+  masks, of {0, 65535} (65535 -> 1), so an all-background or all-lesion mask is fine.
 
   Args:
     values: integer or bool array `(H, W)`.
@@ -122,35 +122,111 @@ def binarize_mask(values: np.ndarray, path: str) -> np.ndarray:
     return values.astype(np.uint8)
   if found <= {0, 255}:
     return (values == 255).astype(np.uint8)
+  if found <= {0, 65535} and values.dtype != np.uint8:  # 16-bit binary export
+    return (values == 65535).astype(np.uint8)
   shown = ', '.join(str(v) for v in present[:10]) + (' ...' if present.size > 10 else '')
   raise ValueError(
-      f'mask {path} holds values {{{shown}}}; expected a binary mask with values in {{0, 1}} '
-      'or {0, 255}')
+      f'mask {path} holds values {{{shown}}}; expected a binary mask with values in {{0, 1}}, '
+      '{0, 255} or (16-bit) {0, 65535}')
 
 
 def read_mask_values(path: str, log: ConversionLog | None = None, split: str = '') -> np.ndarray:
-  """Decodes a single-channel mask file to its raw integer values `(H, W)`.
+  """Decodes a mask file to its raw integer values `(H, W)`.
 
-  Single-channel masks (L, 1-bit, 16-bit) are read as they are. RGB / RGBA / paletted masks
-  are accepted only when their colour channels are equal everywhere; that conversion is
-  counted in `log` under `split`.
+  Single-channel masks (1-bit, L, 16-bit, 32-bit) are read as they are; floating-point masks
+  only when every value is an integer. RGB / paletted masks are accepted when their colour
+  channels are equal everywhere. Masks with transparency (LA, RGBA, paletted or gray with a
+  transparent colour) go through `_split_alpha`. Every conversion is counted in `log` under
+  `split`.
 
   Raises:
-    ValueError: undecodable file or differing colour channels (message names the file).
+    ValueError: undecodable file, differing colour channels, non-integer values, or colour and
+      alpha holding different content (message names the file).
   """
   img = image_io.open_image(path)
   mode = img.mode
+  if img.has_transparency_data:
+    values, how = _split_alpha(img, path)
+    _count(log, split, f'mask {mode}->{how}')
+    return values
   if mode in ('1', 'L', 'I') + image_io.SIXTEEN_BIT_MODES:
     return np.asarray(img)
-  if mode == 'LA':
-    return np.asarray(img)[..., 0]
-  rgb = np.asarray(img.convert('RGB'))
+  if mode == 'F':
+    _count(log, split, 'mask F->integer')
+    return _integer_values(np.asarray(img), path)
+  gray = _gray_or_error(np.asarray(img.convert('RGB')), path, mode)
+  _count(log, split, f'mask {mode}->L')
+  return gray
+
+
+def _count(log: ConversionLog | None, split: str, what: str) -> None:
+  if log is not None:
+    log.add(split, what)
+
+
+def _integer_values(values: np.ndarray, path: str) -> np.ndarray:
+  """Float `(H, W)` holding whole numbers in [0, 65535] -> int32; ValueError otherwise (a
+  soft / probability mask must not be rounded silently)."""
+  finite = np.isfinite(values).all()
+  if not finite or not np.array_equal(values, np.round(values)) or (
+      values.size and (values.min() < 0 or values.max() > 65535)):
+    bad = values[~np.isfinite(values) | (values != np.round(values))]
+    example = bad.flat[0] if bad.size else values.max()
+    raise ValueError(f'mask {path} is a floating-point image with values that are not whole '
+                     f'numbers in 0..65535 (e.g. {example}); expected integer labels')
+  return values.astype(np.int32)
+
+
+def _gray_or_error(rgb: np.ndarray, path: str, mode: str) -> np.ndarray:
+  """Channel 0 of uint8 `(H, W, 3)` whose channels are equal; ValueError otherwise."""
   if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
     raise ValueError(f'mask {path} is a colour ({mode}) image whose channels differ; '
                      'expected a single-channel mask')
-  if log is not None:
-    log.add(split, f'mask {mode}->L')
   return rgb[..., 0]
+
+
+def _shown(values: np.ndarray) -> str:
+  present = np.unique(values)
+  return '{' + ', '.join(str(v) for v in present[:6]) + (' ...' if present.size > 6 else '') + '}'
+
+
+def _split_alpha(img: Image.Image, path: str) -> tuple[np.ndarray, str]:
+  """The mask of an image with transparency, and how it was found.
+
+  Painted masks come both ways: gray/colour values on an opaque image, or paint on a
+  transparent layer, where the alpha channel is the mask and the colour is one constant.
+  Rules, in order:
+  1. alpha constant and not 0 (opaque or evenly translucent): the colour channels hold it.
+  2. colour constant over the non-transparent pixels (some pixel opaque, or the colour
+     constant everywhere): alpha holds it.
+  3. gray equal to alpha everywhere (white paint on transparent black): alpha holds it.
+  Otherwise both carry content and neither can be dropped: ValueError saying which holds what.
+
+  Returns:
+    `(values (H, W), description)`; values uint8 (16-bit gray keeps its values).
+  """
+  mode = img.mode
+  if mode in image_io.SIXTEEN_BIT_MODES + ('I',) and isinstance(img.info.get('transparency'),
+                                                               int):
+    colour = np.asarray(img)  # 16-bit gray with one transparent value (PNG tRNS)
+    alpha = np.where(colour == img.info['transparency'], 0, 255).astype(np.uint8)
+  else:
+    rgba = np.asarray(img.convert('RGBA'))
+    colour, alpha = rgba[..., :3], rgba[..., 3]
+  if alpha.min() == alpha.max() and alpha.flat[0] > 0:
+    gray = colour if colour.ndim == 2 else _gray_or_error(colour, path, mode)
+    return gray, f'L (alpha {alpha.flat[0]} everywhere, dropped)'
+  visible = colour[alpha > 0] if (alpha > 0).any() else colour.reshape(-1, *colour.shape[2:])
+  if (visible == visible[:1]).all():
+    return alpha, 'alpha (colour constant: alpha holds the mask)'
+  gray = colour if colour.ndim == 2 else colour[..., 0]
+  if (colour.ndim == 2 or (colour == gray[..., None]).all()) and np.array_equal(gray, alpha):
+    return alpha, 'alpha (gray equals alpha)'
+  raise ValueError(
+      f'mask {path} ({mode}) carries content in both its colour and its alpha channel: colour '
+      f'{_shown(gray)}, alpha {_shown(alpha)}; expected the mask in one of them with the other '
+      'constant (e.g. opaque gray values, or one paint colour on transparency), or a '
+      'single-channel mask')
 
 
 def read_mask(path: str, log: ConversionLog | None = None, split: str = '') -> np.ndarray:
@@ -196,13 +272,51 @@ def resolve_dir(parent: str, name: str) -> str | None:
 
 def list_files(root: str) -> list[str]:
   """Relative paths ('/'-separated, sorted) of all files under `root`; hidden files and
-  folders (names starting with '.') are left out."""
+  folders (names starting with '.') are left out.
+
+  Symbolic links are followed, to files and to folders alike (as `os.path.isdir`, and so the
+  layout checks, do), so a linked split or image folder is read and fingerprinted like a
+  real one.
+
+  Raises:
+    ValueError: a broken link, a link to a folder above it (a loop), a folder reached twice
+      (its files would be read twice, e.g. into two splits) or an unreadable folder; the
+      message names the link.
+  """
   out = []
-  for folder, dirs, files in os.walk(root):
+  first_seen = {os.path.realpath(root): root}  # real folder -> the path it was reached by
+
+  def unreadable(error: OSError):
+    raise ValueError(f'cannot list folder {error.filename}: {error.strerror or error}')
+
+  for folder, dirs, files in os.walk(root, onerror=unreadable, followlinks=True):
     dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+    for d in dirs:
+      _check_new_folder(os.path.join(folder, d), folder, first_seen)
     rel = os.path.relpath(folder, root).replace(os.sep, '/')
-    out.extend(n if rel == '.' else f'{rel}/{n}' for n in files if not n.startswith('.'))
+    for n in files:
+      if n.startswith('.'):
+        continue
+      path = os.path.join(folder, n)
+      if not os.path.exists(path):
+        raise ValueError(f'{path} is a broken symbolic link (to {os.readlink(path)}); '
+                         'remove it or restore its target')
+      out.append(n if rel == '.' else f'{rel}/{n}')
   return sorted(out)
+
+
+def _check_new_folder(path: str, parent: str, first_seen: dict[str, str]) -> None:
+  """Records the real folder of `path`; ValueError for a loop or a folder reached twice."""
+  real = os.path.realpath(path)
+  if real in first_seen:
+    here = os.path.realpath(parent)
+    if here == real or here.startswith(real.rstrip(os.sep) + os.sep):
+      raise ValueError(f'symbolic link {path} points to {real}, a folder above it (a loop); '
+                       'remove the link')
+    raise ValueError(f'{path} and {first_seen[real]} are the same folder ({real}, through a '
+                     'symbolic link): its files would be read twice, e.g. into two splits; '
+                     'remove the link or give each its own files')
+  first_seen[real] = path
 
 
 def fingerprint(root: str) -> dict:

@@ -4,16 +4,25 @@ Prepare with `python -m sgdc_jax.data.prepare --dataset=folder --name=NAME --man
 and read with `--config.data.name=NAME` (plus `--config.data.data_dir` when not the default).
 
 Pairing. `--images` and `--masks` are templates of paths relative to the manual dir with the
-placeholders `{id}` (required: the example id, no '/'), `{split}` (optional: the split name,
-no '/'; may repeat) and `*` (any characters except '/'). A file whose relative path matches
-the image template pairs with the one mask file matching the mask template for the same
-`{split}` and `{id}`. Without options the plain layouts are recognised:
+placeholders `{id}` (required: the example id; may reach into subfolders, see below),
+`{split}` (optional: the split name, no '/'; may repeat) and `*` (any characters except '/').
+A file whose relative path matches the image template pairs with the one mask file matching
+the mask template for the same `{split}` and `{id}`. Without options the plain layouts are
+recognised:
 
   {split}/images/{id}.*  with  {split}/masks/{id}.*   (e.g. train/, validation/, test/)
   images/{id}.*          with  masks/{id}.*           (no split folders)
 
 Example, folders `trainx/imgx1.jpg` <-> `trainy/imgy1.jpg` (also validation..., test...):
   --images='{split}x/imgx{id}.jpg' --masks='{split}y/imgy{id}.jpg'
+
+Subfolders. `{id}` may hold subfolders: `images/benign/a.png` has the id `benign/a` and pairs
+with `masks/benign/a.png`. A path matching both templates belongs to the one whose `{id}`
+holds no '/' (so `--images='{id}.*' --masks='masks/{id}.*'` reads `masks/a.png` as a mask).
+Files in subfolders that pair with nothing (or are not images) are skipped, named in the
+report and kept in the metadata (`ignored_files`); elsewhere they are errors (below).
+Symbolic links to files and folders are followed; broken links, loops and a folder reached
+twice are errors naming the link (`_common.list_files`).
 
 Splits. With `{split}` in the templates every split found is kept; otherwise all pairs are
 split by `--split_ratios` (default train=0.8,validation=0.1,test=0.1): ids ordered by
@@ -32,8 +41,10 @@ Masks (exactly one rule):
 
 Errors (a `ValueError` naming the file): an image without mask, a mask without image, two
 images or masks for one id, a file matching both templates, undecodable files, image and mask
-of different size, mask values the rule does not accept. Files matching neither template are
-not read; they are listed in the metadata (`ignored_files`) and counted in the report.
+of different size, mask values the rule does not accept, a mask whose colour and alpha
+channels both carry content (`_common.read_mask_values`). Files matching neither template are
+not read; they are listed in the metadata (`ignored_files`) and counted in the report, image
+files by name.
 """
 from __future__ import annotations
 
@@ -179,6 +190,8 @@ def template_regex(template: str, flag: str) -> re.Pattern:
       if key == 'id':
         raise ValueError(f'{flag}={template!r}: {{id}} may appear only once')
       parts.append(f'(?P={key})')
+    elif key == 'id':
+      parts.append('(?P<id>[^/]+(?:/[^/]+)*)')  # subfolders included: 'benign/a'
     else:
       parts.append(f'(?P<{key}>[^/]+)')
     seen.add(key)
@@ -226,6 +239,25 @@ def _expected_mask(template: str, split: str | None, example_id: str) -> str:
   return template.replace('{split}', split or '').replace('{id}', example_id)
 
 
+def _match(rel: str, path: str, image_re: re.Pattern, mask_re: re.Pattern,
+           options: FolderOptions) -> tuple[str, re.Match] | None:
+  """`('images' | 'masks', match)` for a relative path, or None when it matches neither.
+
+  A path matching both templates is the one whose `{id}` holds no '/' (the other match reaches
+  into a subfolder); with no such tie-break it is an error.
+  """
+  m_image, m_mask = image_re.fullmatch(rel), mask_re.fullmatch(rel)
+  if m_image and m_mask:
+    deep_image, deep_mask = ('/' in m.group('id') for m in (m_image, m_mask))
+    if deep_image == deep_mask:
+      raise ValueError(f'{path} matches both --images={options.images!r} and '
+                       f'--masks={options.masks!r}; make the templates distinct')
+    m_image, m_mask = (None, m_mask) if deep_image else (m_image, None)
+  if m_image:
+    return 'images', m_image
+  return ('masks', m_mask) if m_mask else None
+
+
 def find_pairs(manual_dir: str, options: FolderOptions
               ) -> tuple[dict[str, list[tuple[str, str, str]]], list[str]]:
   """Pairs the files of `manual_dir` and assigns splits.
@@ -242,20 +274,20 @@ def find_pairs(manual_dir: str, options: FolderOptions
     raise ValueError(f'--images={options.images!r} and --masks={options.masks!r}: {{split}} '
                      'must be in both templates or in neither')
   has_split = 'split' in image_re.groupindex
-  images: dict[tuple, str] = {}
-  masks: dict[tuple, str] = {}
+  found: dict[str, dict[tuple, str]] = {'images': {}, 'masks': {}}
   ignored = []
   for rel in _common.list_files(manual_dir):
-    m_image, m_mask = image_re.fullmatch(rel), mask_re.fullmatch(rel)
     path = os.path.join(manual_dir, rel)
-    if m_image and m_mask:
-      raise ValueError(f'{path} matches both --images={options.images!r} and '
-                       f'--masks={options.masks!r}; make the templates distinct')
-    m = m_image or m_mask
-    if m is None:
+    matched = _match(rel, path, image_re, mask_re, options)
+    if matched is None:
       ignored.append(path)
       continue
-    flag, found = ('--images', images) if m_image else ('--masks', masks)
+    what, m = matched
+    flag = f'--{what}'
+    deep = '/' in m.group('id')
+    if deep and not rel.lower().endswith(image_io.IMAGE_EXTENSIONS):
+      ignored.append(path)  # a subfolder's extra file: skipped and named, not an error
+      continue
     if not _check_extension(manual_dir, rel, flag):
       ignored.append(path)
       continue
@@ -264,10 +296,15 @@ def find_pairs(manual_dir: str, options: FolderOptions
       raise ValueError(f'{path}: split name {split!r} from {{split}} must be a word (letters, '
                        "digits, _) other than 'all'")
     key = (split, m.group('id'))
-    if key in found:
-      what = 'images' if m_image else 'masks'
-      raise ValueError(f'two {what} for id {key[1]!r}: {found[key]} and {path}')
-    found[key] = path
+    if key in found[what]:
+      raise ValueError(f'two {what} for id {key[1]!r}: {found[what][key]} and {path}')
+    found[what][key] = path
+  images, masks = found['images'], found['masks']
+  # Unpaired files in subfolders were never read before subfolders were: skip and name them.
+  for unpaired, source in ((set(images) - set(masks), images), (set(masks) - set(images), masks)):
+    for key in unpaired:
+      if '/' in key[1]:
+        ignored.append(source.pop(key))
   if not images:
     raise ValueError(f'no file under {manual_dir} matches --images={options.images!r}')
   lacking = sorted(set(images) - set(masks), key=str)
@@ -286,7 +323,7 @@ def find_pairs(manual_dir: str, options: FolderOptions
   for (split, example_id), image_path in images.items():
     by_split.setdefault(split or '', {})[example_id] = (example_id, image_path,
                                                         masks[(split, example_id)])
-  return _assign_splits(by_split, options, has_split), ignored
+  return _assign_splits(by_split, options, has_split), sorted(ignored)
 
 
 def _assign_splits(by_split, options: FolderOptions, has_split: bool):
