@@ -150,7 +150,7 @@ def test_isic_like_layout_one_command_with_jpeg_masks(tmp_path):
                     run.stdout.split('ambiguous mask pixels (30 < v < 225): ')[1].splitlines()[0]
                     .split('), '))
   assert shown == line, run.stdout
-  assert 'ignored 1 non-image or unmatched file(s)' in run.stdout  # the LICENSE file
+  assert 'ignored 1 non-image file(s)' in run.stdout  # the LICENSE file
   with open(data_dir / 'isic_like' / '1.0.0' / 'metadata.json') as f:
     metadata = json.load(f)
   assert metadata['ambiguous_mask_pixels'] == ambiguous
@@ -201,7 +201,10 @@ def test_template_regex_and_options_units():
   m = regex.fullmatch('trainx/imgx12.jpg')
   assert m and m.group('split') == 'train' and m.group('id') == '12'
   assert regex.fullmatch('trainy/imgy12.jpg') is None
-  assert regex.fullmatch('trainx/sub/imgx12.jpg') is None  # {id} and * never cross '/'
+  assert regex.fullmatch('trainx/sub/imgx12.jpg') is None  # {split} and * never cross '/'
+  nested = folder_lib.template_regex('{split}/images/{id}.*', '--images').fullmatch(
+      'train/images/benign/a.png')
+  assert nested and nested.group('split') == 'train' and nested.group('id') == 'benign/a'
   repeat = folder_lib.template_regex('{split}/{split}_{id}.*', '--images')
   assert repeat.fullmatch('test/test_a.png') and not repeat.fullmatch('test/train_a.png')
   assert folder_lib.parse_split_ratios('train=0.9,validation=0.1') == (('train', 0.9),

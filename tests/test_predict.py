@@ -28,9 +28,10 @@ def make_folder(folder):
 
 def test_list_inputs_and_read_errors(tmp_path):
   make_folder(str(tmp_path / "in"))
-  images, others = predict.list_inputs(str(tmp_path / "in"))
+  images, others, folders = predict.list_inputs(str(tmp_path / "in"))
   assert [os.path.basename(p) for p in images] == ["a.png", "b.jpg", "broken.png", "c.bmp"]
   assert [os.path.basename(p) for p in others] == ["notes.txt"]
+  assert folders == []
   assert predict.read_image(images[0]).shape == (50, 70, 3)
   with pytest.raises((OSError, ValueError, SyntaxError)):
     predict.read_image(images[2])
@@ -60,11 +61,89 @@ def test_inputs_sharing_a_stem_get_their_own_output():
   assert names == {"d/x.jpg": "x.jpg", "d/x.png": "x.png", "d/y.png": "y"}
 
 
+def _output_files(names, save_probabilities):
+  files = [f"{n}.png" for n in names.values()]
+  return files + ([f"{n}_prob.png" for n in names.values()] if save_probabilities else [])
+
+
+@pytest.mark.parametrize("inputs", [
+    ["a.jpg", "a.jpg.png", "a.png"],            # a.jpg's renamed mask is a.jpg.png's own
+    ["a.png", "a_prob.jpg"],                    # a mask named like another's probability map
+    ["A.png", "a.PNG", "a.png", "a.jpg"],       # one name on a case-insensitive file system
+    ["x.jpg", "x.jpg.png", "x.jpg.png.png", "x.png", "x.png_prob.png", "x.tif"],
+])
+@pytest.mark.parametrize("save_probabilities", [False, True])
+def test_output_names_are_unique_over_all_inputs(inputs, save_probabilities):
+  paths = [os.path.join("d", n) for n in sorted(inputs)]
+  names = predict.output_names(paths, save_probabilities)
+  assert sorted(names) == paths
+  files = [f.casefold() for f in _output_files(names, save_probabilities)]
+  assert len(set(files)) == len(files), names
+  for path, name in names.items():  # the stem, else a name that still tells the input
+    assert name.startswith(os.path.splitext(os.path.basename(path))[0])
+
+
+def test_output_names_unique_for_many_hostile_names():
+  rng = np.random.default_rng(0)
+  parts = ["a", "A", ".jpg", ".png", ".PNG", "_prob", "~1", ".tif"]
+  for _ in range(200):
+    inputs = set()
+    for _ in range(rng.integers(2, 8)):
+      name = "".join(rng.choice(parts, rng.integers(1, 4))) + rng.choice([".jpg", ".png"])
+      inputs.add(name)
+    paths = sorted(os.path.join("d", n) for n in inputs)
+    names = predict.output_names(paths, True)
+    files = [f.casefold() for f in _output_files(names, True)]
+    assert len(set(files)) == len(files), names
+
+
+def test_list_inputs_follows_links_and_names_subfolders(tmp_path):
+  src = tmp_path / "in"
+  make_folder(str(src))
+  os.symlink(src / "a.png", src / "linked.png")          # a link to an image is an image
+  os.symlink(tmp_path / "gone.jpg", src / "dangling.jpg")  # reported when read, not dropped
+  (src / "sub").mkdir()
+  os.symlink(tmp_path, src / "linked_dir")
+  images, _, folders = predict.list_inputs(str(src))
+  names = [os.path.basename(p) for p in images]
+  assert "linked.png" in names and "dangling.jpg" in names
+  assert [os.path.basename(p) for p in folders] == ["linked_dir", "sub"]
+  assert predict.read_image(str(src / "linked.png")).shape == (50, 70, 3)
+  with pytest.raises(ValueError, match=r"dangling\.jpg is a broken symbolic link"):
+    predict.read_image(str(src / "dangling.jpg"))
+
+
+@pytest.mark.parametrize("content", ["subfolders", "nothing", "text"])
+def test_folder_without_images_is_an_error(tmp_path, content):
+  from sgdc_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  src = tmp_path / "in"
+  src.mkdir()
+  if content == "subfolders":
+    for sub in ("benign", "malignant"):
+      (src / sub).mkdir()
+      Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src / sub / "x.png")
+  elif content == "text":
+    (src / "notes.txt").write_text("x")
+  c = config_lib.get_config()
+  c.predict.input_dir, c.predict.output_dir = str(src), str(tmp_path / "out")
+  expected = {"subfolders": r"only 2 subfolder\(s\) \(benign/, malignant/\)",
+              "nothing": "only nothing", "text": r"only 1 non-image file\(s\)"}[content]
+  with pytest.raises(ValueError, match=rf"predict\.input_dir .*in' holds no image file .*"
+                     rf"{expected}; predict reads the images directly in that folder"):
+    predict.predict_folder(c, str(tmp_path / "work"))
+  assert not (tmp_path / "out").exists()  # stopped before anything was written
+
+
+
 @pytest.mark.slow
 def test_predict_folder_with_unreadable_file(tmp_path):
   sizes = make_folder(str(tmp_path / "in"))
   Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(str(tmp_path / "in" / "a.jpg"))
   sizes["a.jpg"] = (20, 30)
+  # a.jpg's renamed mask would be a.jpg.png, which is also this input's own stem output.
+  Image.fromarray(np.zeros((25, 35, 3), np.uint8)).save(str(tmp_path / "in" / "a.jpg.png"))
+  sizes["a.jpg.png"] = (25, 35)
+  os.makedirs(tmp_path / "in" / "sub")
   work, out = str(tmp_path / "work"), str(tmp_path / "out")
   result = run_script(f"""
     from sgdc_jax import train, predict
@@ -75,20 +154,25 @@ def test_predict_folder_with_unreadable_file(tmp_path):
     c.predict.input_dir = {str(tmp_path / 'in')!r}
     c.predict.output_dir = {out!r}
     c.predict.save_probabilities = True
-    c.predict.batch_size = 2          # 3 readable images: one full and one padded batch
+    c.predict.batch_size = 2          # 5 readable images: two full and one padded batch
     r = predict.predict_folder(c, {work!r})
     print('RESULT' + json.dumps({{'written': [os.path.basename(p) for p in r.written],
         'unreadable': [os.path.basename(p) for p, _ in r.unreadable],
-        'ignored': [os.path.basename(p) for p in r.skipped_non_image]}}))
+        'ignored': [os.path.basename(p) for p in r.skipped_non_image],
+        'folders': [os.path.basename(p) for p in r.skipped_folders]}}))
   """)
-  # a.jpg and a.png share a stem: each gets its own mask, and the log counts what was written.
-  assert result["written"] == ["a.jpg.png", "a.png.png", "b.png", "c.png"]
+  # a.jpg and a.png share a stem and a.jpg.png's stem is a.jpg: each gets its own mask, and
+  # the log counts what was written.
+  names = {"a.jpg": "a.jpg", "a.jpg.png": "a.jpg.png", "a.png": "a.png", "b.jpg": "b",
+           "c.bmp": "c"}
+  assert result["written"] == [f"{names[n]}.png" for n in sorted(names)]
   assert sorted(f for f in os.listdir(out) if not f.endswith(("_prob.png", ".json"))) == (
       result["written"])
   assert result["unreadable"] == ["broken.png"]
   assert result["ignored"] == ["notes.txt"]
+  assert result["folders"] == ["sub"]
   for name, (h, w) in sizes.items():
-    stem = name if name.startswith("a.") else os.path.splitext(name)[0]
+    stem = names[name]
     mask = np.asarray(Image.open(os.path.join(out, f"{stem}.png")))
     prob = np.asarray(Image.open(os.path.join(out, f"{stem}_prob.png")))
     assert mask.shape == (h, w) and prob.shape == (h, w)

@@ -2,11 +2,16 @@
 runs killed mid-way, two runs at once."""
 import fcntl
 import os
+import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
 
 import sgdc_jax  # noqa: F401  (sets XLA flags before anything imports jax)
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
@@ -62,6 +67,81 @@ def test_unwritable_data_dir_is_one_line(tmp_path):
 ])
 def test_other_cli_errors_are_one_line(args, needle):
   _one_clear_line(_cli(args), needle)
+
+
+def _run_on_terminal(args, cols=120):
+  """Runs prepare with stdout and stderr on a pseudo-terminal `cols` wide; returns the bytes
+  written there, decoded (the terminal turns '\\n' into '\\r\\n')."""
+  master, slave = pty.openpty()
+  fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 40, cols, 0, 0))
+  proc = subprocess.Popen([sys.executable, '-m', 'sgdc_jax.data.prepare'] + args, cwd=REPO,
+                          stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
+  os.close(slave)
+  out = b''
+  while True:
+    try:
+      chunk = os.read(master, 1 << 16)
+    except OSError:  # the child closed the terminal
+      break
+    if not chunk:
+      break
+    out += chunk
+  os.close(master)
+  assert proc.wait(timeout=300) == 1
+  return out.decode(errors='replace')
+
+
+def _screen(text, cols=120):
+  """The rows a terminal shows for `text`: '\\r', '\\n', cursor up (ESC [ n A), erase to the
+  end of the line (ESC [ K), wrapping at `cols`; other escape codes are ignored."""
+  rows, r, c = [[]], 0, 0
+  for token in re.findall(r'\x1b\[[0-9;?]*[A-Za-z]|.', text, re.S):
+    if token == '\r':
+      c = 0
+    elif token == '\n':
+      r, c = r + 1, 0
+    elif token.startswith('\x1b'):
+      if token[-1] == 'A':
+        r = max(0, r - int(token[2:-1] or 1))
+      elif token[-1] == 'K' and r < len(rows):
+        del rows[r][c:]
+    else:
+      if c >= cols:
+        r, c = r + 1, 0
+      rows.extend([] for _ in range(r + 1 - len(rows)))
+      rows[r].extend(' ' for _ in range(c + 1 - len(rows[r])))
+      rows[r][c] = token
+      c += 1
+  return [''.join(row).rstrip() for row in rows]
+
+
+def test_error_mid_preparation_is_on_a_clean_line(tmp_path):
+  """A bad mask found while the progress bars are drawn on a terminal: the bars are closed
+  first, so the error starts its own row and no bar is redrawn over or after it."""
+  manual = tmp_path / 'm'
+  write_plain(str(manual), {'train': 3, 'test': 2})
+  Image.fromarray(np.zeros((20, 23), np.uint8)).save(manual / 'train' / 'masks' / 'tr2.png')
+  text = _run_on_terminal(['--dataset=folder', '--name=mine', f'--manual_dir={manual}',
+                           f'--data_dir={tmp_path / "d"}'])
+  assert 'Generating splits' in text  # the bars were on the terminal
+  rows = _screen(text)
+  failed = [row for row in rows if 'prepare failed:' in row]
+  assert len(failed) == 1 and failed[0].startswith('prepare failed: mask '), rows
+  assert 'tr2.png has size 23x20' in failed[0]
+  before, after = text[:text.index('prepare failed:')], text[text.index('prepare failed:'):]
+  assert before.endswith('\n'), repr(before[-300:])  # its own line, also in a captured log
+  assert '\x1b' not in after and 'it/s' not in after and '%|' not in after, repr(after)
+
+
+def test_open_progress_bars_are_closed_before_the_error(capsys):
+  import tqdm  # pylint: disable=import-outside-toplevel
+  bars = [tqdm.tqdm(total=10, desc='Generating splits'),
+          tqdm.tqdm(total=5, desc='Generating train examples', position=1, leave=False)]
+  bars[1].update(2)
+  prepare_lib._end_progress_output()  # pylint: disable=protected-access
+  assert all(bar.disable for bar in bars)  # what close() sets: never redrawn
+  assert not [b for b in tqdm.tqdm._instances if b in bars]  # pylint: disable=protected-access
+  assert capsys.readouterr().err.endswith('\n')
 
 
 def test_debug_env_shows_the_traceback():

@@ -275,23 +275,29 @@ def run(flag_values) -> str:
         *(getattr(flag_values, f) for f in _FOLDER_FLAGS))
   elif given:
     raise ValueError(f'--{", --".join(given)} apply to --dataset=folder only')
-  # A bar redraws itself with carriage returns and cursor moves: only a terminal shows it;
-  # in a log or pipe it is escape-code litter.
-  tfds.display_progress_bar(sys.stderr.isatty())
-  return format_report(
-      prepare(flag_values.dataset, flag_values.manual_dir, flag_values.data_dir,
-              name=flag_values.name, folder_options=folder_options,
-              rebuild=flag_values.rebuild))
+  tfds.display_progress_bar(True)
+  try:
+    results = prepare(flag_values.dataset, flag_values.manual_dir, flag_values.data_dir,
+                      name=flag_values.name, folder_options=folder_options,
+                      rebuild=flag_values.rebuild)
+  except BaseException:
+    _end_progress_output()
+    raise
+  return format_report(results)
 
 
-def _close_progress_bars() -> None:
-  """Closes the bars an error left open (they clear their line), so the message that follows
-  starts on a clean line of the terminal."""
+def _end_progress_output() -> None:
+  """Closes the progress bars an error left open and ends the row they were drawn on.
+
+  A bar is redrawn in place ('\\r', cursor moves) and cleared without a line break, so
+  without this the error message would follow bar output on the same line (or a bar left
+  open would be redrawn over or after it).
+  """
   tqdm = sys.modules.get('tqdm')
-  if tqdm is None:
-    return
-  for bar in sorted(getattr(tqdm.tqdm, '_instances', ()), key=lambda b: -b.pos):
-    bar.close()
+  if tqdm is not None:
+    for bar in sorted(getattr(tqdm.tqdm, '_instances', ()), key=lambda b: -b.pos):
+      bar.close()  # innermost first
+  sys.stderr.write('\n')
   sys.stderr.flush()
 
 
@@ -305,12 +311,10 @@ def main(argv: Sequence[str]) -> None:
   except (ValueError, OSError) as e:
     if debug:
       raise
-    _close_progress_bars()
     sys.exit(f'prepare failed: {e}\n(set {DEBUG_ENV}=1 for the traceback)')
   except KeyboardInterrupt:
     if debug:
       raise
-    _close_progress_bars()
     sys.exit('prepare interrupted; nothing was marked prepared, and the next run removes the '
              'partial output')
 

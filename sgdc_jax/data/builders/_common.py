@@ -173,7 +173,7 @@ def _integer_values(values: np.ndarray, path: str) -> np.ndarray:
     bad = values[~np.isfinite(values) | (values != np.round(values))]
     example = bad.flat[0] if bad.size else values.max()
     raise ValueError(f'mask {path} is a floating-point image with values that are not whole '
-                     f'numbers in 0..65535 (e.g. {example}); expected integer labels')
+                     f'numbers in 0..65535 (e.g. {float(example):g}); expected integer labels')
   return values.astype(np.int32)
 
 
