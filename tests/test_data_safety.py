@@ -282,3 +282,46 @@ def test_broken_image_link_is_named(tmp_path):
   os.symlink(tmp_path / 'gone.jpg', tmp_path / 'a.jpg')
   with pytest.raises(ValueError, match=r'a\.jpg is a broken symbolic link \(to .*gone\.jpg\)'):
     image_io.read_rgb(str(tmp_path / 'a.jpg'))
+
+
+# ----------------------------------------------------------------------------- more hostile files
+
+
+def test_macosx_litter_is_not_taken_for_a_split(tmp_path):
+  """Unzipped on a Mac: `__MACOSX/images/._x.png` beside the real `images/`, `masks/`."""
+  manual = tmp_path / 'm'
+  truth = write_plain(str(manual), {'all': 10}, split_folders=False)
+  for sub in ('images', 'masks'):
+    (manual / '__MACOSX' / sub).mkdir(parents=True)
+    for name in os.listdir(manual / sub):
+      (manual / '__MACOSX' / sub / f'._{name}').write_bytes(b'\x00\x05\x16\x07')
+  result = prepare('folder', str(manual), str(tmp_path / 'd'), name='mac')
+  assert result['mac']['metadata']['pairing']['images'] == 'images/{id}.*'
+  assert sum(result['mac']['splits'].values()) == len(truth)
+
+
+def test_multi_frame_mask_is_refused_and_image_counted(tmp_path):
+  frames = [Image.fromarray(np.full((H, W), v, np.uint8)) for v in (0, 255)]
+  frames[0].save(tmp_path / 'mask.tif', save_all=True, append_images=frames[1:])
+  with pytest.raises(ValueError, match=r'mask .*mask\.tif has 2 frames \(pages\)'):
+    _common.read_mask(str(tmp_path / 'mask.tif'))
+  rgb = [Image.fromarray(np.full((H, W, 3), v, np.uint8)) for v in (10, 200)]
+  rgb[0].save(tmp_path / 'image.tif', save_all=True, append_images=rgb[1:])
+  log = _common.ConversionLog()
+  pixels, _ = _common.read_image(str(tmp_path / 'image.tif'), log, 'train')
+  assert (pixels == 10).all()
+  assert log.counts['train'] == {'image: first of 2 frames used': 1}
+
+
+def test_exif_rotation_is_counted_and_named_in_a_size_mismatch(tmp_path):
+  image = Image.fromarray(np.zeros((H, W, 3), np.uint8))
+  exif = Image.Exif()
+  exif[0x0112] = 6  # shown turned by 90 degrees
+  image.save(tmp_path / 'photo.jpg', exif=exif)
+  log = _common.ConversionLog()
+  pixels, encoded = _common.read_image(str(tmp_path / 'photo.jpg'), log, 'train')
+  assert pixels.shape == (H, W, 3)  # as stored
+  assert encoded == (tmp_path / 'photo.jpg').read_bytes()
+  assert log.counts['train'] == {'image: EXIF orientation 6 not applied': 1}
+  with pytest.raises(ValueError, match=r'size 20x24 .* is 24x20 \(width and height swapped.*EXIF'):
+    _common.check_same_size(pixels, np.zeros((W, H), np.uint8), 'photo.jpg', 'mask.png')

@@ -21,6 +21,7 @@ from sgdc_jax.data import image_io
 
 # Files that ship with the archives and carry no images (licences, read-me files, OS litter).
 _HARMLESS_EXTENSIONS = ('.txt', '.md', '.csv', '.xlsx', '.xls', '.pdf', '.json', '.db', '.ini')
+_EXIF_ORIENTATION = 0x0112
 
 
 class ConversionLog:
@@ -80,15 +81,26 @@ def read_image(path: str,
     ValueError: the file is missing or cannot be decoded (message names the file).
   """
   img = image_io.open_image(path)
+  _count_unused_parts(img, log, split)
   pixels, conversion = image_io.to_rgb_uint8(img, path)
   if conversion is not None:
-    if log is not None:
-      log.add(split, f'image {conversion}')
+    _count(log, split, f'image {conversion}')
     return pixels, encode_png(pixels)
   if img.format == 'JPEG':
     with open(path, 'rb') as f:
       return pixels, f.read()
   return pixels, encode_png(pixels)
+
+
+def _count_unused_parts(img: Image.Image, log: ConversionLog | None, split: str) -> None:
+  """Counts what of an image file is not used: frames after the first, and an EXIF rotation
+  (pixels are used as stored; a mask drawn on the rotated view would not line up)."""
+  frames = getattr(img, 'n_frames', 1)
+  if frames > 1:
+    _count(log, split, f'image: first of {frames} frames used')
+  orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+  if orientation != 1:
+    _count(log, split, f'image: EXIF orientation {orientation} not applied')
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -145,6 +157,9 @@ def read_mask_values(path: str, log: ConversionLog | None = None, split: str = '
   """
   img = image_io.open_image(path)
   mode = img.mode
+  frames = getattr(img, 'n_frames', 1)
+  if frames > 1:  # a second page may hold labels too: which one is the mask is not ours to pick
+    raise ValueError(f'mask {path} has {frames} frames (pages); expected a single image')
   if img.has_transparency_data:
     values, how = _split_alpha(img, path)
     _count(log, split, f'mask {mode}->{how}')
@@ -244,9 +259,11 @@ def read_mask(path: str, log: ConversionLog | None = None, split: str = '') -> n
 def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: str, mask_path: str) -> None:
   """Raises ValueError naming both files when `(H, W)` of image and mask differ."""
   if image.shape[:2] != mask.shape[:2]:
+    turned = (' (width and height swapped: is one of them rotated, e.g. shown by an EXIF '
+              'orientation tag when it was drawn?)' if image.shape[:2] == mask.shape[1::-1] else '')
     raise ValueError(
         f'mask {mask_path} has size {mask.shape[1]}x{mask.shape[0]} (WxH) but its image '
-        f'{image_path} is {image.shape[1]}x{image.shape[0]}')
+        f'{image_path} is {image.shape[1]}x{image.shape[0]}{turned}')
 
 
 def is_ignorable(name: str) -> bool:

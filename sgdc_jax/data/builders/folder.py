@@ -210,7 +210,8 @@ def default_templates(manual_dir: str) -> tuple[str, str]:
   """
   if not os.path.isdir(manual_dir):
     raise ValueError(f'folder: manual dir {manual_dir} does not exist')
-  entries = set(os.listdir(manual_dir))
+  # Archive litter (__MACOSX/ mirrors the folders it came with) is no split.
+  entries = {e for e in os.listdir(manual_dir) if not _common.is_ignorable(e)}
   for entry in sorted(entries):
     if all(os.path.isdir(os.path.join(manual_dir, entry, f)) for f in ('images', 'masks')):
       return PLAIN_LAYOUTS[0]
