@@ -124,12 +124,10 @@ def output_names(paths: list[str], save_probabilities: bool = False) -> dict[str
     clashes = [group for group in owners.values() if len(set(group)) > 1]
     if not clashes:
       return {p: name(i) for i, p in enumerate(paths)}
-    before = list(levels)
-    for group in clashes:
-      low = min(levels[i] for i in group)
-      for i in set(group):
-        if levels[i] == low and low < 2:
-          levels[i] += 1
+    before = list(levels)  # every clash of this round judged by the same levels
+    for i in {i for group in clashes for i in group
+              if before[i] == min(before[j] for j in group) < 2}:
+      levels[i] += 1
     if levels == before:  # cannot happen (see above); never loop forever
       raise RuntimeError(f"predict: no unique output names for {paths}")
 

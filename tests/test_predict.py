@@ -83,6 +83,14 @@ def test_output_names_are_unique_over_all_inputs(inputs, save_probabilities):
     assert name.startswith(os.path.splitext(os.path.basename(path))[0])
 
 
+def test_output_names_move_only_the_inputs_that_clash():
+  """a.jpg and a.png clash at their stem; a.jpg.png's stem then clashes with a.jpg's file
+  name (also as probability map): only a.jpg.png moves on, and nobody needs a position."""
+  names = predict.output_names(["d/a.jpg", "d/a.jpg.png", "d/a.png", "d/b.jpg"], True)
+  assert names == {"d/a.jpg": "a.jpg", "d/a.jpg.png": "a.jpg.png", "d/a.png": "a.png",
+                   "d/b.jpg": "b"}
+
+
 def test_output_names_unique_for_many_hostile_names():
   rng = np.random.default_rng(0)
   parts = ["a", "A", ".jpg", ".png", ".PNG", "_prob", "~1", ".tif"]
