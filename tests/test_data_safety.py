@@ -1,6 +1,7 @@
 """Nothing dropped, nothing misread (issue 19): symbolic links, pairs in subfolders, masks with
 an alpha channel or transparency, 16-bit and floating-point masks."""
 import io
+import json
 import os
 import shutil
 
@@ -115,6 +116,27 @@ def test_pairs_in_subfolders_are_read_and_strays_named(tmp_path):
   assert ('skipped 1 image file(s) that pair with nothing: '
           f'{manual / "train" / "images" / "extra" / "x.png"}') in report, report
   assert 'ignored 1 non-image file(s), e.g. ' in report and 'notes.doc' in report
+
+
+def test_rerun_notices_data_prepared_without_the_subfolder_pairs(tmp_path):
+  """A data set prepared by the version that skipped subfolders (same files, same options)
+  is not reused as if complete."""
+  manual, data_dir = tmp_path / 'm', str(tmp_path / 'd')
+  write_plain(str(manual), {'train': 3})
+  for sub in ('images', 'masks'):
+    os.makedirs(manual / 'train' / sub / 'benign')
+    shutil.move(manual / 'train' / sub / 'tr0.png', manual / 'train' / sub / 'benign' / 'tr0.png')
+  prepare('folder', str(manual), data_dir, name='older')
+  assert prepare('folder', str(manual), data_dir, name='older')['older']['status'].startswith(
+      'reused')
+  info = tmp_path / 'd' / 'older' / '1.0.0' / 'metadata.json'
+  metadata = json.loads(info.read_text())
+  assert metadata['ignored_files'] == []
+  metadata['ignored_files'] = [str(manual / 'train' / s / 'benign' / 'tr0.png')
+                               for s in ('images', 'masks')]  # what the old version stored
+  info.write_text(json.dumps(metadata))
+  with pytest.raises(ValueError, match=r'left out 2 file\(s\) .* now leave out 0 .*--rebuild'):
+    prepare('folder', str(manual), data_dir, name='older')
 
 
 def test_flat_match_wins_over_a_match_into_a_subfolder(tmp_path):

@@ -125,6 +125,15 @@ def _check_unchanged(builder, full_name: str, manual_dir: str,
         f'{full_name} in {builder.data_dir} was prepared from {stored["num_files"]} files '
         f'({stored["num_bytes"]} bytes), but {manual_dir} now holds {now["num_files"]} files '
         f'({now["num_bytes"]} bytes): files were added, removed or changed{rebuild}')
+  if folder_options is not None and 'ignored_files' in metadata:
+    # Same files, same options: only other pairing rules (an older version) leave out another
+    # number of files, e.g. pairs in subfolders it skipped.
+    _, ignored = folder_lib.find_pairs(manual_dir, folder_options)
+    if len(ignored) != len(metadata['ignored_files']):
+      raise ValueError(f'{full_name} in {builder.data_dir} left out '
+                       f'{len(metadata["ignored_files"])} file(s) of {manual_dir}, the pairing '
+                       f'rules now leave out {len(ignored)} (e.g. pairs in subfolders are read '
+                       f'now){rebuild}')
   return 'reused; the manual dir holds the same files (names and sizes)'
 
 

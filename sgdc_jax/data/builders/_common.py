@@ -2,8 +2,9 @@
 
 Every function here fails early with a `ValueError` that names the offending file; nothing
 is skipped silently. Colour-mode conversions (grayscale or RGBA images, RGB or paletted masks
-with equal channels) are allowed but counted in a `ConversionLog` so the builders can report
-them at the end of preparation.
+with equal channels, masks with transparency read from the channel that holds the mask), the
+unused frames and EXIF rotations of images are allowed but counted in a `ConversionLog` so
+the builders can report them at the end of preparation.
 """
 from __future__ import annotations
 
@@ -340,7 +341,8 @@ def fingerprint(root: str) -> dict:
   """What a manual dir held: file count, total bytes and sha256 over 'relative name\tsize'.
 
   Stored in the prepared data set's metadata so that a rerun can tell when the files changed
-  (names or sizes; contents rewritten in place at the same size are not detected).
+  (names or sizes; contents rewritten in place at the same size are not detected). Walks like
+  `list_files`, so files behind symbolic links count (and bad links raise ValueError).
   """
   digest = hashlib.sha256()
   total = 0
