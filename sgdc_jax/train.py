@@ -363,7 +363,9 @@ def _train_loop(config, workdir, exp, p_train_step, grain_iter, *, step_callback
       bar.close()
     preemption.restore()
     ckpt.wait_until_finished()
-    writer.flush()
+    for h in hooks:
+      h.close()  # stops a profiler trace still running
+    writer.close()
   loop_s = time.perf_counter() - loop_start
   if not preempted and jax.process_index() == 0:
     reporting.plot_training_curve(os.path.join(workdir, reporting.HISTORY),
