@@ -1,5 +1,6 @@
 """The package's import graph, read from the source with `ast`: no cycles, no function-level
-imports of the package's own modules, and nothing imports the command-line entry points."""
+imports of the package's own modules, nothing imports the command-line entry points, and
+nothing imports TensorFlow (directly or through the CLU modules that do)."""
 
 import ast
 import os
@@ -8,6 +9,9 @@ import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'sgdc_jax')
 ENTRY_POINTS = ('sgdc_jax.main', 'sgdc_jax.demo', 'sgdc_jax.ablation')
+# Modules that import TensorFlow when imported (tests/test_no_tensorflow.py runs the commands
+# without it): TensorFlow itself and CLU's writers and periodic actions (clu.metrics is fine).
+TENSORFLOW_IMPORTERS = ('tensorflow', 'clu.metric_writers', 'clu.periodic_actions')
 
 
 def _modules() -> dict[str, str]:
@@ -117,6 +121,23 @@ def test_entry_points_are_not_imported():
   offenders = [f'{m} imports {e}' for m, targets in edges.items() for e in targets
                if e in ENTRY_POINTS]
   assert not offenders, offenders
+
+
+def test_nothing_imports_tensorflow():
+  offenders = []
+  for name, path in _modules().items():
+    with open(path, encoding='utf-8') as f:
+      tree = ast.parse(f.read(), path)
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Import):
+        targets = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+        targets = [node.module] + [f'{node.module}.{a.name}' for a in node.names]
+      else:
+        continue
+      offenders += [f'{name} (line {node.lineno}) imports {t}' for t in targets
+                    if any(t == m or t.startswith(m + '.') for m in TENSORFLOW_IMPORTERS)]
+  assert not offenders, '\n'.join(offenders)
 
 
 @pytest.mark.parametrize('edges, expected', [
