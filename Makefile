@@ -1,6 +1,10 @@
 # Two commands do everything on a fresh machine:
 #   make demo   create .venv if missing, install the runtime dependencies, train + evaluate the demo
 #   make test   create .venv if missing, install runtime + test dependencies, lint, run the tests
+# and, for the supported range's other end (CI runs it after `make test`):
+#   make test-newest   .venv-newest (Python 3.12) with the newest releases of
+#                      requirements-newest.txt, the `newest` test subset, then `pip check`
+#   make refresh-newest   rewrite requirements-newest.txt from the package index
 # VENV=/some/dir uses another virtual environment (created if missing).
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +15,13 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 TEST_STAMP := $(VENV)/.installed-test
 PYTEST_ARGS ?=
 
-.PHONY: test lint demo bench env clean
+# The newest releases: a second venv, made with Python 3.12 (.ci/find-python312 finds one, or
+# fails saying so; NEWEST_PYTHON=/path/to/python3.12 picks it).
+NEWEST_VENV ?= .venv-newest
+NEWEST_PY := $(NEWEST_VENV)/bin/python
+NEWEST_STAMP := $(NEWEST_VENV)/.installed-newest
+
+.PHONY: test lint demo bench env clean test-newest refresh-newest
 
 env: $(RUNTIME_STAMP)
 
@@ -37,6 +47,28 @@ lint: $(TEST_STAMP)
 
 test: lint
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
+
+$(NEWEST_PY):
+	python=$$(.ci/find-python312) && "$$python" -m venv $(NEWEST_VENV)
+	$(NEWEST_PY) -m pip install --upgrade pip
+
+# Exact versions, transitive ones included, and pytest: all the subset needs (no torch, MedPy
+# or MONAI: the subset compares against nothing of theirs).
+$(NEWEST_STAMP): requirements-newest.txt pyproject.toml | $(NEWEST_PY)
+	$(NEWEST_PY) -m pip install -r requirements-newest.txt
+	$(NEWEST_PY) -m pip install --no-deps -e .
+	touch $@
+
+# The subset is marked in tests/conftest.py (NEWEST). `pip check` last: it fails when a newest
+# release lies outside pyproject.toml's bounds (after `make refresh-newest`), once the subset
+# has shown whether that release works.
+test-newest: $(NEWEST_STAMP)
+	$(NEWEST_PY) -c 'import jax, flax; print("newest set: jax", jax.__version__, "flax", flax.__version__)'
+	$(NEWEST_PY) -m pytest -q -ra -m newest $(PYTEST_ARGS) tests
+	$(NEWEST_PY) -m pip check
+
+refresh-newest:
+	.ci/refresh-newest
 
 demo: $(RUNTIME_STAMP)
 	$(PY) -m sgdc_jax.demo

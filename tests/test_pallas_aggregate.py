@@ -113,6 +113,19 @@ def test_sgdc_block_pallas_equals_unfold():
   assert float(jnp.abs(g_u['params']['attn']['kernel']).max()) > 0
 
 
+# A GPU to lower for on this CPU machine: jax >= 0.12 takes the target's compute capability from
+# the abstract mesh's device when no GPU is attached (and raises without one); older jax ignores
+# it and falls back to compute capability 9.0, so both lower the same kernels.
+_ABSTRACT_GPU = {'cuda': 'NVIDIA H100 80GB HBM3', 'rocm': 'gfx942'}
+
+
+def _gpu_target(platform):
+  device = jax.sharding.AbstractDevice(device_kind=_ABSTRACT_GPU[platform], num_cores=None,
+                                       platform='gpu')
+  return jax.sharding.use_abstract_mesh(
+      jax.sharding.AbstractMesh((1,), ('gpu',), abstract_device=device))
+
+
 @pytest.mark.parametrize('platform', ['cuda', 'rocm'])
 def test_lowers_to_triton_for_gpu(platform):
   # Lowers the forward and the custom-VJP backward kernels to Triton IR for a GPU without
@@ -123,8 +136,9 @@ def test_lowers_to_triton_for_gpu(platform):
   fused = lambda x, l: softmax_aggregate_pallas(x, l, 7, interpret=False)
   grads = jax.grad(lambda x, l: jnp.sum(fused(x, l).astype(jnp.float32)), argnums=(0, 1))
   check = jax.export.DisabledSafetyCheck.custom_call('__gpu$xla.gpu.triton')
-  exported = jax.export.export(jax.jit(grads), platforms=[platform],
-                               disabled_checks=[check])(*shapes)
+  with _gpu_target(platform):
+    exported = jax.export.export(jax.jit(grads), platforms=[platform],
+                                 disabled_checks=[check])(*shapes)
   text = exported.mlir_module()
   assert text.count('stablehlo.custom_call @__gpu$xla.gpu.triton') == 2  # forward + backward
   assert 'name = "forward_kernel"' in text and 'name = "backward_kernel"' in text
@@ -138,8 +152,9 @@ def test_launch_parameters_reach_the_triton_call():
   for tile, warps, stages in (((8, 8), 4, 2), ((16, 8), 8, 3)):
     fused = lambda x, l, t=tile, w=warps, s=stages: softmax_aggregate_pallas(
         x, l, 7, tile=t, num_warps=w, num_stages=s, interpret=False)
-    text = jax.export.export(jax.jit(fused), platforms=['cuda'],
-                             disabled_checks=[check])(*shapes).mlir_module()
+    with _gpu_target('cuda'):
+      text = jax.export.export(jax.jit(fused), platforms=['cuda'],
+                               disabled_checks=[check])(*shapes).mlir_module()
     tiles = -(-20 // tile[0]) * -(-13 // tile[1])
     assert f'grid_x = {tiles} : i32, grid_y = 4 : i32, grid_z = 2 : i32' in text
     assert f'num_warps = {warps} : i32' in text and f'num_stages = {stages} : i32' in text
@@ -183,7 +198,10 @@ def test_data_parallel_keeps_the_batch_sharded():
   for impl, r in json.loads(line[len('RESULT'):]).items():
     assert r['all_gathers'] == 0, (impl, r)
     assert r['batch_sharded'] == ["P('data',)"] * 2, (impl, r)
-    assert r['loss_rel_diff'] < 1e-6 and r['grad_max_diff'] < 1e-5, (impl, r)
+    # The loss sums 960 float32 squares; per shard and then across shards it adds them in
+    # another order than one device does: a few ulps apart (shift: 1.01e-6 on jax 0.12.1),
+    # where a lost or doubled shard would be off by a quarter.
+    assert r['loss_rel_diff'] < 1e-5 and r['grad_max_diff'] < 1e-5, (impl, r)
 
 
 def test_auto_picks_pallas_only_where_enabled(monkeypatch):
