@@ -82,7 +82,7 @@ def train_step(state: ts.TrainState, batch: dict[str, jax.Array], *, apply_fn: C
   if state.ema_params is not None and ema_decay > 0:
     new_ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
                            state.ema_params, new_params)
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)  # = the deprecated optax.global_norm
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   new_state = state.replace(step=state.step + 1, params=new_params, batch_stats=new_stats,
                             opt_state=new_opt, ema_params=new_ema)
