@@ -82,11 +82,12 @@ def _aggregate_fn(impl):
   return lambda x, l: softmax_aggregate(x, l, KERNEL, impl)
 
 
-def worker_jax(impl, size, repeats, dtype):
+def worker_jax(impl, size, repeats, dtype, allow_interpret=False):
+  """Times the SGDC block (fwd, fwd+bwd); `allow_interpret` times Pallas in interpret mode."""
   import sgdc_jax  # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
-  if _interpret_only(impl):
+  if _interpret_only(impl) and not allow_interpret:
     return {'skipped': INTERPRET_NOTE}
   dtype = jnp.dtype(dtype)
   b, h, w, c = size
@@ -113,12 +114,16 @@ def worker_jax(impl, size, repeats, dtype):
               xla_temp_mb=getattr(temp, 'temp_size_in_bytes', 0) / 2**20)
 
 
-def worker_aggregate(impl, size, repeats, dtype):
-  """Times `softmax_aggregate` alone; returns times and the minimum bytes moved."""
+def worker_aggregate(impl, size, repeats, dtype, allow_interpret=False):
+  """Times `softmax_aggregate` alone; returns times and the minimum bytes moved.
+
+  `allow_interpret` runs Pallas rows on CPU too, in interpret mode (a test of the code path
+  with meaningless times: `benchmarks/device_check.py --cpu`).
+  """
   import sgdc_jax  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   import jax
   import jax.numpy as jnp
-  if _interpret_only(impl):
+  if _interpret_only(impl) and not allow_interpret:
     return {'skipped': INTERPRET_NOTE}
   dtype = jnp.dtype(dtype)
   b, h, w, c = size

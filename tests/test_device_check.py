@@ -1,0 +1,214 @@
+"""benchmarks/device_check.py (the GPU check) in --cpu mode, and benchmarks/device_wheels.py.
+
+The full --cpu run has one step made to hang (SGDC_DEVICE_CHECK_FAULT) with a 5 s budget: it
+must be reported as a timeout while every other step passes with real numbers. A short run
+injects a failure into `prepare`: the steps that need it are skipped, the others run. The
+recommendation and the wheel-folder checks are tested on made-up inputs (no network).
+"""
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+import device_check  # noqa: E402
+import device_wheels  # noqa: E402
+
+SCRIPT = os.path.join(REPO, 'benchmarks', 'device_check.py')
+
+
+def _run(outdir, *flags, fault='', timeout=1200):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop(device_check.FAULT_ENV, None)
+  if fault:
+    env[device_check.FAULT_ENV] = fault
+  proc = subprocess.run([sys.executable, SCRIPT, str(outdir), '--cpu',
+                         f'--work={outdir}_work', f'--site={outdir}_site', *flags],
+                        capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO,
+                        check=False)
+  with open(os.path.join(outdir, 'report.json'), encoding='utf-8') as f:
+    report = json.load(f)
+  with open(os.path.join(outdir, 'report.md'), encoding='utf-8') as f:
+    md = f.read()
+  return proc, report, md
+
+
+def _positive(v):
+  return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+
+
+@pytest.mark.slow  # the whole check at tiny sizes: ~3 min on the 2-core machine
+def test_cpu_run_reports_every_step_and_a_hung_one(tmp_path):
+  out = tmp_path / 'report'
+  proc, report, md = _run(out, '--budgets=bench_block=5', fault='bench_block:hang')
+  steps = report['steps']
+  assert list(steps) == list(device_check.STEP_NAMES), proc.stdout
+  statuses = {name: s['status'] for name, s in steps.items()}
+  assert statuses.pop('bench_block') == 'timeout', proc.stdout
+  assert set(statuses.values()) == {'passed'}, (statuses, proc.stdout, proc.stderr[-3000:])
+  assert proc.returncode == 1  # not every step passed
+  assert 'ran past its budget of 5 s' in steps['bench_block']['error']
+  assert steps['bench_block']['seconds'] < 30  # killed, not waited for
+  for name in device_check.STEP_NAMES:  # every step in the markdown table with its status
+    assert re.search(rf'^\| {name} \| {steps[name]["status"]} \|', md, re.M), name
+    assert os.path.isfile(out / steps[name]['log'])
+
+  env = steps['env']
+  assert env['backend'] == 'cpu' and env['device_count'] >= 1
+  assert env['versions']['jax'] and env['versions']['flax']
+  assert set(env['entry_points']) == set(device_check.ENTRY_POINTS)
+
+  rows = steps['correctness']['rows']
+  assert {r['dtype'] for r in rows} == {'float32', 'bfloat16'}
+  assert {r['check'].split()[0] for r in rows} == {'pallas', 'SGDC'}
+  for r in rows:
+    assert r['ok'] and math.isfinite(r['max_err']) and r['max_err'] < r['tol'], r
+
+  agg = steps['bench_aggregate']['rows']
+  assert {r['impl'] for r in agg} >= {'unfold', 'shift', 'pallas', 'pallas@16x8/4/2'}
+  for r in agg:
+    assert _positive(r['fwd']) and _positive(r['fwd_bwd']) and _positive(r['fwd_bytes']), r
+    assert math.isfinite(r['max_err']) and r['max_err'] < 0.05, r
+  assert '## SGDC block' not in md  # the hung step has no rows
+  rec = report['recommendation']
+  assert rec['impl'] == 'shift' and rec['launch'] in ('8x8/4/2', '16x8/4/2')
+  assert any('interpret mode' in reason for reason in rec['reasons'])
+
+  bench = steps['bench_train']['result']
+  for key in ('e2e_images_per_s', 'step_images_per_s', 'pipeline_images_per_s',
+              'gflop_per_image', 'mfu_e2e', 'mfu_step'):
+    assert _positive(bench[key]), (key, bench)
+  assert bench['data'] == device_check.DATA_NAME  # the prepared copy, not synthetic
+
+  assert steps['prepare']['splits'] == dict(train=16, validation=4, test=6)
+  train = steps['train']
+  assert train['steps_done'] == train['steps_requested'] == 4 and not train['stopped_early']
+  assert _positive(train['images_per_s']) and train['encoder'] == 'resnet18'
+  ev = steps['evaluate']
+  assert ev['n_images'] == 6 and ev['checkpoint_step'] == 4
+  assert 0 < ev['mean']['dice'] <= 1
+  assert f'Dice {ev["mean"]["dice"]:.4f}' in md
+  assert '## Recommendation' in md and '| timeout |' in md
+
+
+def test_failed_step_skips_its_dependents_only(tmp_path):
+  out = tmp_path / 'report'
+  proc, report, md = _run(out, '--only=wheels,prepare,train,evaluate', fault='prepare:fail',
+                          timeout=300)
+  steps = report['steps']
+  assert list(steps) == ['wheels', 'prepare', 'train', 'evaluate']
+  assert steps['wheels']['status'] == 'passed'
+  assert steps['prepare']['status'] == 'failed'
+  assert 'injected failure' in steps['prepare']['error']
+  assert 'injected failure' in steps['prepare']['log_tail']  # the traceback's last lines
+  assert steps['train']['status'] == 'skipped' and 'prepare' in steps['train']['error']
+  assert steps['evaluate']['status'] == 'skipped' and 'train' in steps['evaluate']['error']
+  assert proc.returncode == 1 and '| prepare | failed |' in md
+
+
+def _row(impl, size, dtype, fwd, fwd_bwd, launch=None):
+  row = dict(impl=impl, size=size, dtype=dtype, fwd=fwd, fwd_bwd=fwd_bwd)
+  if launch:
+    row['launch'] = launch
+  return row
+
+
+def _tables(pallas_factor, slow_at=None):
+  """Aggregation (default launch + one sweep launch) and block rows; pallas = factor x shift."""
+  agg, block = [], []
+  for size in ('4x64x64x256', '2x128x128x256'):
+    for dtype in ('float32', 'bfloat16'):
+      f = 1.2 if (size, dtype) == slow_at else pallas_factor
+      agg += [_row('shift', size, dtype, 1.0, 2.0), _row('unfold', size, dtype, 3.0, 6.0),
+              _row('pallas', size, dtype, f, 2 * f, '8x8/4/2'),
+              _row('pallas@16x8/8/3', size, dtype, 0.9 * f, 1.8 * f, '16x8/8/3')]
+      block += [_row('shift', size, dtype, 1.0, 2.0), _row('pallas', size, dtype, f, 2 * f)]
+  return agg, block
+
+
+def test_recommend_pallas_only_if_faster_everywhere():
+  agg, block = _tables(0.5)
+  rec = device_check.recommend(agg, block)
+  assert rec['impl'] == 'pallas' and rec['launch'] == '16x8/8/3'
+  assert rec['launch_scores'] == {'16x8/8/3': 1.0, '8x8/4/2': pytest.approx(1 / 0.9, abs=1e-3)}
+  # Slower than shift at one size and dtype: shift.
+  agg, block = _tables(0.5, slow_at=('2x128x128x256', 'bfloat16'))
+  rec = device_check.recommend(agg, block)
+  assert rec['impl'] == 'shift' and rec['launch'] == '16x8/8/3'
+  assert any('not faster' in r for r in rec['reasons'])
+  # Interpret mode (CPU) never recommends pallas; no timed rows: nothing to recommend.
+  agg, block = _tables(0.5)
+  assert device_check.recommend([dict(r, interpret=True) for r in agg], block)['impl'] == 'shift'
+  assert device_check.recommend([], []) == dict(launch=None, impl='shift', reasons=[
+      'aggregate, default launch: no pallas/shift pair timed',
+      'block: no pallas/shift pair timed'])
+
+
+def test_step_budgets_and_unknown_names():
+  args = device_check.parse_args(['out', '--cpu', '--budgets=train=7,env=3'])
+  budgets = device_check.step_budgets(args)
+  assert budgets['train'] == 7 and budgets['env'] == 3 and args.budget == 900
+  assert device_check.parse_args(['out']).budget == 540
+  # The device budgets fill the 9 minutes, no more.
+  assert sum(s.budget_s for s in device_check.STEPS) <= 540
+  with pytest.raises(SystemExit, match='unknown step'):
+    device_check.step_budgets(device_check.parse_args(['out', '--budgets=nope=1']))
+
+
+def test_wheel_list_pins_match_requirements():
+  pins = {}
+  with open(os.path.join(REPO, 'requirements.txt'), encoding='utf-8') as f:
+    for line in f:
+      m = re.match(r'^([A-Za-z0-9_.-]+)==([^\s#]+)', line)
+      if m:
+        pins[device_wheels.normalize(m.group(1))] = m.group(2)
+  listed = {device_wheels.normalize(n): v for n, v, _ in device_wheels.WHEELS}
+  assert len(listed) == len(device_wheels.WHEELS)  # one version of each
+  for name in ('grain', 'clu', 'tensorflow_datasets'):
+    assert listed[name] == pins[name], name
+  # Never a package the GPU image has (it would shadow the image's on PYTHONPATH).
+  assert not set(listed) & {'jax', 'jaxlib', 'flax', 'optax', 'orbax_checkpoint', 'numpy',
+                            'protobuf', 'tensorboard', 'scipy', 'pillow'}
+
+
+def test_check_wheels_finds_missing_duplicate_extra_and_size(tmp_path):
+  wheels = (('grain', '0.2.18', ''), ('ml-collections', '1.1.0', ''))
+
+  def touch(name, size=10):
+    (tmp_path / name).write_bytes(b'x' * size)
+
+  touch('grain-0.2.18-cp312-cp312-manylinux_2_28_x86_64.whl')
+  assert device_wheels.check_wheels(str(tmp_path), wheels) == ['missing: ml_collections==1.1.0']
+  touch('ml_collections-1.1.0-py3-none-any.whl')
+  assert device_wheels.check_wheels(str(tmp_path), wheels) == []
+  touch('grain-0.2.17-cp312-cp312-manylinux_2_28_x86_64.whl')
+  touch('six-1.17.0-py2.py3-none-any.whl', 2**20)
+  assert device_wheels.check_wheels(str(tmp_path), wheels, limit_mib=0.5) == [
+      'grain: found 0.2.17, 0.2.18, want exactly 0.2.18', 'not in the list: six 1.17.0',
+      'wheels weigh 1.0 MiB > 0.5 MiB']
+  assert device_wheels.wheel_name_version('tensorflow_datasets-4.9.10-py3-none-any.whl') == (
+      'tensorflow_datasets', '4.9.10')
+  cmd = device_wheels.download_command('grain', '0.2.18', 'D')
+  assert cmd[-3:] == ['-d', 'D', 'grain==0.2.18'] and '--no-deps' in cmd
+  assert cmd[cmd.index('--python-version') + 1] == '3.12'
+
+
+def test_copy_data_keeps_pairs_and_caps_train(tmp_path):
+  src, dest = tmp_path / 'src', tmp_path / 'dest'
+  for split, n in (('train', 5), ('validation', 2), ('test', 3)):
+    for side in 'xy':
+      (src / f'{split}{side}').mkdir(parents=True)
+      for i in range(1, n + 1):
+        (src / f'{split}{side}' / f'img{side}{i}.jpg').write_bytes(b'j')
+  (src / 'trainx' / 'imgx9.jpg').write_bytes(b'j')  # no mask: not a pair
+  (src / 'LICENSE').write_text('L')
+  counts = device_wheels.copy_data(str(src), str(dest), max_train=3)
+  assert counts == dict(train=3, validation=2, test=3)
+  assert sorted(os.listdir(dest / 'trainx')) == ['imgx1.jpg', 'imgx2.jpg', 'imgx3.jpg']
+  assert sorted(os.listdir(dest / 'trainy')) == ['imgy1.jpg', 'imgy2.jpg', 'imgy3.jpg']
+  assert (dest / 'LICENSE').read_text() == 'L'
