@@ -21,7 +21,7 @@ NEWEST_VENV ?= .venv-newest
 NEWEST_PY := $(NEWEST_VENV)/bin/python
 NEWEST_STAMP := $(NEWEST_VENV)/.installed-newest
 
-.PHONY: test lint demo bench env clean test-newest refresh-newest
+.PHONY: test lint demo bench env clean test-newest refresh-newest device-wheels
 
 env: $(RUNTIME_STAMP)
 
@@ -75,6 +75,11 @@ demo: $(RUNTIME_STAMP)
 
 bench: $(RUNTIME_STAMP)
 	$(PY) benchmarks/bench_sgdc.py
+
+# What a lent GPU machine (no network) needs besides its image: wheels for CPython 3.12 into
+# .devcarry/wheels (DATA=JPEG_DIR also copies an ISIC 2017 folder to .devcarry/isic2017).
+device-wheels: $(PY)
+	$(PY) benchmarks/device_wheels.py --out=.devcarry $(if $(DATA),--data=$(DATA))
 
 clean:
 	rm -rf runs .pytest_cache

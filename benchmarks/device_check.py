@@ -41,6 +41,7 @@ import argparse
 import dataclasses
 import datetime
 import functools
+import glob
 import importlib.metadata
 import json
 import math
@@ -693,7 +694,7 @@ def do_bench_train(args) -> dict:
   cmd = [sys.executable, os.path.join(BENCH_DIR, 'bench_train.py'),
          f'--workdir={os.path.join(args.work, "bench_train")}']
   # On the prepared ISIC 2017 copy when the prepare step made one, else synthetic lesions.
-  if os.path.isdir(os.path.join(tfds_dir(args), DATA_NAME)):
+  if glob.glob(os.path.join(tfds_dir(args), DATA_NAME, '*', 'dataset_info.json')):
     cmd += [f'--name={DATA_NAME}', f'--data_dir={tfds_dir(args)}']
   if args.cpu:
     cmd += [f'--config={os.path.join(REPO, "configs", "demo.py")}',

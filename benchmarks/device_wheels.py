@@ -44,6 +44,8 @@ WHEELS = (
     ('tensorflow-metadata', '1.21.0', 'imported by TFDS'),
     ('googleapis-common-protos', '1.76.0', 'imported by tensorflow-metadata'),
     ('toml', '0.10.2', 'imported by TFDS'),
+    ('termcolor', '3.3.0', 'imported by TFDS when preparing'),
+    ('dm-tree', '0.1.10', 'imported by TFDS when reading'),
     ('portpicker', '1.6.0', 'imported by Grain'),
 )
 PLATFORMS = ('manylinux_2_28_x86_64', 'manylinux_2_27_x86_64', 'manylinux_2_17_x86_64',
