@@ -6,8 +6,8 @@
 Writes `OUTDIR/report.md` and `OUTDIR/report.json` (plus `OUTDIR/logs/STEP.log`). Each step runs
 in its own subprocess (its own process group) with its own time budget; a step that fails,
 crashes or runs past its budget is reported as such (with the tail of its log) and the others
-still run. Time a step leaves unused is added to the next step's budget, and the whole run stops
-starting steps at `--budget` seconds (default 540 = 9 minutes). Steps:
+still run. Time a step leaves unused is added to the next step's budget (at most doubling it),
+and the whole run stops starting steps at `--budget` seconds (default 540 = 9 minutes). Steps:
 
 1. `wheels`: installs the wheels prepared by `benchmarks/device_wheels.py` (`--wheels`, e.g.
    `.devcarry/wheels`) with pip --no-index --no-deps --target into `--site`, which every later
@@ -192,6 +192,17 @@ def step_budgets(args) -> dict[str, float]:
   return budgets
 
 
+def step_timeout(budget: float, slack: float, left: float, reserve: float) -> float:
+  """Seconds a step may run: its base `budget` plus the `slack` earlier steps left unused.
+
+  The extra is at most the base budget again (a hang costs at most twice what was planned for
+  it) and never eats into `reserve`, the base budgets of the steps still to come; nothing runs
+  past `left`, what remains of the whole run's budget.
+  """
+  extra = min(slack, budget, max(0.0, left - reserve - budget))
+  return min(left, budget + extra)
+
+
 def run_all(args) -> dict:
   """Runs the selected steps in order; returns the report dict (also written to OUTDIR)."""
   os.makedirs(args.outdir, exist_ok=True)
@@ -210,8 +221,6 @@ def run_all(args) -> dict:
     if step.name not in selected:
       continue
     budget = budgets[step.name]
-    # Unused time of earlier steps goes to this one, but never the base budgets of the steps
-    # still to come: a hang here cannot starve them.
     reserve = sum(budgets[s.name] for s in STEPS[index + 1:] if s.name in selected)
     failed_needs = [n for n in step.needs if n in report['steps']
                     and report['steps'][n]['status'] != 'passed']
@@ -223,7 +232,7 @@ def run_all(args) -> dict:
       entry = dict(status='skipped', seconds=0.0, budget_s=budget, what=step.what,
                    error=f'out of time: {args.budget:.0f} s total budget used')
     else:
-      entry = run_step(step, args, min(left, max(budget, min(budget + slack, left - reserve))))
+      entry = run_step(step, args, step_timeout(budget, slack, left, reserve))
       slack = max(0.0, budget + slack - entry['seconds'])
     report['steps'][step.name] = entry
     print(f'[{time.monotonic() - start:6.1f} s] {step.name}: {entry["status"]} '
