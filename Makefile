@@ -14,6 +14,10 @@ PY := $(VENV)/bin/python
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 TEST_STAMP := $(VENV)/.installed-test
 PYTEST_ARGS ?=
+# pytest-xdist workers (0 = one process). Two keep both cores of the CI machine busy: most
+# tests are single-threaded compiles and subprocesses.
+PYTEST_WORKERS ?= 2
+XDIST = -n $(PYTEST_WORKERS) --dist worksteal
 
 # The newest releases: a second venv, made with Python 3.12 (.ci/find-python312 finds one, or
 # fails saying so; NEWEST_PYTHON=/path/to/python3.12 picks it).
@@ -46,13 +50,13 @@ lint: $(TEST_STAMP)
 	$(PY) -m ruff check .
 
 test: lint
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -ra $(XDIST) $(PYTEST_ARGS) tests
 
 $(NEWEST_PY):
 	python=$$(.ci/find-python312) && "$$python" -m venv $(NEWEST_VENV)
 	$(NEWEST_PY) -m pip install --upgrade pip
 
-# Exact versions, transitive ones included, and pytest: all the subset needs (no torch, MedPy
+# Exact versions, transitive ones included, and pytest + pytest-xdist: all the subset needs (no torch, MedPy
 # or MONAI: the subset compares against nothing of theirs).
 $(NEWEST_STAMP): requirements-newest.txt pyproject.toml | $(NEWEST_PY)
 	$(NEWEST_PY) -m pip install -r requirements-newest.txt
@@ -64,7 +68,7 @@ $(NEWEST_STAMP): requirements-newest.txt pyproject.toml | $(NEWEST_PY)
 # has shown whether that release works.
 test-newest: $(NEWEST_STAMP)
 	$(NEWEST_PY) -c 'import jax, flax; print("newest set: jax", jax.__version__, "flax", flax.__version__)'
-	$(NEWEST_PY) -m pytest -q -ra -m newest $(PYTEST_ARGS) tests
+	$(NEWEST_PY) -m pytest -q -ra -m newest $(XDIST) $(PYTEST_ARGS) tests
 	$(NEWEST_PY) -m pip check
 
 refresh-newest:

@@ -3,9 +3,10 @@
   python benchmarks/device_wheels.py [--out=.devcarry] [--data=JPEG_DIR] [--max_train=N]
   python benchmarks/device_wheels.py --check [--out=.devcarry]   # sizes and versions only
 
-The GPU image has jax[cuda], flax, optax, orbax-checkpoint, tensorboard, numpy, scipy, pillow,
-matplotlib, ... but not the data stack of `requirements.txt` (Grain, CLU, TFDS, ml-collections)
-nor the few packages those import at run time that the image lacks. `WHEELS` lists them, at the
+The GPU image has jax[cuda], flax, optax, orbax-checkpoint and tensorboard (and what they
+depend on: numpy, scipy, pillow, protobuf, absl-py, etils, ...) but not the data stack of
+`requirements.txt` (Grain, CLU, TFDS, ml-collections), matplotlib, tqdm or safetensors, nor the
+few packages those import at run time. `WHEELS` lists them, at the
 versions the project pins (`requirements.txt`) and the versions seen working with them here;
 they are downloaded for CPython 3.12 on manylinux x86_64 into `OUT/wheels` (`.devcarry/` is
 ignored by git and carried to the device). A package published only as a source archive
@@ -47,6 +48,18 @@ WHEELS = (
     ('termcolor', '3.3.0', 'imported by TFDS when preparing'),
     ('dm-tree', '0.1.10', 'imported by TFDS when reading'),
     ('portpicker', '1.6.0', 'imported by Grain'),
+    # Not in an image of jax[cuda] + flax + optax + orbax-checkpoint + tensorboard alone
+    # (checked in a venv holding just those): figures, progress bars, .safetensors weights.
+    # Versions of requirements-newest.txt (Python 3.12, as on the device).
+    ('matplotlib', '3.11.2', 'overlays and training curves (sgdc_jax.reporting)'),
+    ('contourpy', '1.4.0', 'imported by matplotlib'),
+    ('cycler', '0.12.1', 'imported by matplotlib'),
+    ('fonttools', '4.69.1', 'imported by matplotlib (pure-Python wheel: 1.3 vs 6.7 MiB)'),
+    ('kiwisolver', '1.5.1', 'imported by matplotlib'),
+    ('pyparsing', '3.3.3', 'imported by matplotlib'),
+    ('python-dateutil', '4.0.0', 'imported by matplotlib'),
+    ('tqdm', '4.70.1', 'progress bars of prepare and eval'),
+    ('safetensors', '0.8.0', 'pretrained weights as .safetensors'),
 )
 PLATFORMS = ('manylinux_2_28_x86_64', 'manylinux_2_27_x86_64', 'manylinux_2_17_x86_64',
              'manylinux2014_x86_64', 'manylinux1_x86_64')
@@ -54,6 +67,8 @@ PYTHON_VERSION = '3.12'
 WHEEL_LIMIT_MIB = 30
 CARRY_LIMIT_MIB = 64
 SOURCE_ONLY = ('promise',)
+# Taken as the py3-none-any wheel: the compiled one only speeds up font subsetting.
+PURE_PYTHON = ('fonttools',)
 SPLITS = ('train', 'validation', 'test')
 
 
@@ -112,9 +127,13 @@ def tracked_mib(repo: str = REPO) -> float:
 def download_command(name: str, version: str, dest: str) -> list[str]:
   """`pip download` of one wheel for CPython 3.12 / manylinux x86_64, without dependencies."""
   cmd = [sys.executable, '-m', 'pip', 'download', '-q', '--no-deps', '--only-binary=:all:',
-         '--python-version', PYTHON_VERSION, '--implementation', 'cp']
-  for platform in PLATFORMS:
-    cmd += ['--platform', platform]
+         '--python-version', PYTHON_VERSION]
+  if name in PURE_PYTHON:
+    cmd += ['--implementation', 'py', '--abi', 'none', '--platform', 'any']
+  else:
+    cmd += ['--implementation', 'cp']
+    for platform in PLATFORMS:
+      cmd += ['--platform', platform]
   return cmd + ['-d', dest, f'{name}=={version}']
 
 

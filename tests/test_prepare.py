@@ -69,7 +69,12 @@ def test_other_cli_errors_are_one_line(args, needle):
   _one_clear_line(_cli(args), needle)
 
 
-def _run_on_terminal(args, cols=120):
+# Wide enough for the error line in full: pytest's temporary paths (longer under xdist) are
+# part of it.
+TERMINAL_COLS = 400
+
+
+def _run_on_terminal(args, cols=TERMINAL_COLS):
   """Runs prepare with stdout and stderr on a pseudo-terminal `cols` wide; returns the bytes
   written there, decoded (the terminal turns '\\n' into '\\r\\n')."""
   master, slave = pty.openpty()
@@ -91,7 +96,7 @@ def _run_on_terminal(args, cols=120):
   return out.decode(errors='replace')
 
 
-def _screen(text, cols=120):
+def _screen(text, cols=TERMINAL_COLS):
   """The rows a terminal shows for `text`: '\\r', '\\n', cursor up (ESC [ n A), erase to the
   end of the line (ESC [ K), wrapping at `cols`; other escape codes are ignored."""
   rows, r, c = [[]], 0, 0

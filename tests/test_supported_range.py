@@ -39,7 +39,7 @@ def test_newest_file_is_exact_and_holds_every_dependency():
            if l.strip() and not l.startswith('#')]
   assert all(re.fullmatch(r'[A-Za-z0-9._-]+==[^=\s]+', l) for l in lines), lines
   newest = _exact('requirements-newest.txt')
-  assert set(_dependencies()) | {'jaxlib', 'pytest'} <= set(newest)
+  assert set(_dependencies()) | {'jaxlib', 'pytest', 'pytest-xdist'} <= set(newest)
 
 
 @pytest.mark.parametrize('path', ['requirements.txt', 'requirements-newest.txt'])
