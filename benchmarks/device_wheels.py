@@ -48,6 +48,8 @@ WHEELS = (
     ('termcolor', '3.3.0', 'imported by TFDS when preparing'),
     ('dm-tree', '0.1.10', 'imported by TFDS when reading'),
     ('portpicker', '1.6.0', 'imported by Grain'),
+    ('cloudpickle', '3.1.3', 'imported by Grain'),
+    ('wrapt', '2.5.2', 'imported by TFDS'),
     # Not in an image of jax[cuda] + flax + optax + orbax-checkpoint + tensorboard alone
     # (checked in a venv holding just those): figures, progress bars, .safetensors weights.
     # Versions of requirements-newest.txt (Python 3.12, as on the device).
