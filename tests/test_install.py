@@ -16,8 +16,8 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Checkout paths that play no part in building the package (and may be large).
-_NOT_COPIED = ('.git', '.venv*', 'runs', 'build', 'dist', '__pycache__', '.pytest_cache',
-               '*.egg-info')
+_NOT_COPIED = ('.git', '.venv*', '.devcarry', 'runs', 'build', 'dist', '__pycache__',
+               '.pytest_cache', '*.egg-info')
 
 
 def _site_packages() -> list[str]:

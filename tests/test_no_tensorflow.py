@@ -12,8 +12,10 @@ a JSON line to a report file at exit: its command line, parent process and the `
 modules it imported.
 """
 import glob
+import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,6 +23,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from packaging.requirements import Requirement
 from PIL import Image
 
 from test_folder_dataset import write_plain
@@ -164,3 +167,47 @@ def test_prepare_train_eval_predict_without_tensorflow(tmp_path):
       if key != 'step':
         (got,) = [v for s, v in events[key] if s == row['step']]
         np.testing.assert_allclose(got, value, rtol=1e-6)  # float32 in the events
+
+
+# Distributions that are (or bundle) TensorFlow itself; TFDS's own tensorflow-datasets and
+# tensorflow-metadata are not.
+_TENSORFLOW = {'tensorflow', 'tensorflow-cpu', 'tensorflow-gpu', 'tensorflow-intel',
+               'tensorflow-macos', 'tensorflow-aarch64', 'tf-nightly', 'tf-nightly-cpu',
+               'tensorflow-io-gcs-filesystem', 'tensorflow-text'}
+
+
+def _canonical(name):
+  return re.sub(r'[-_.]+', '-', name).lower()
+
+
+def _runtime_closure(dist_name):
+  """Names of every distribution the installed `dist_name` needs at run time, transitively.
+
+  Walks the installed metadata (Requires-Dist with environment markers evaluated, extras left
+  out), as `pip install .` resolves it; a requirement that is not installed is kept by name.
+  """
+  seen, todo = set(), [dist_name]
+  while todo:
+    name = _canonical(todo.pop())
+    if name in seen:
+      continue
+    seen.add(name)
+    try:
+      requires = importlib.metadata.requires(name) or []
+    except importlib.metadata.PackageNotFoundError:
+      continue
+    for line in requires:
+      req = Requirement(line)
+      if req.marker is None or req.marker.evaluate({'extra': ''}):
+        todo.append(req.name)
+  return seen
+
+
+def test_runtime_dependencies_hold_no_tensorflow():
+  closure = _runtime_closure('sgdc_jax')
+  assert {'jax', 'flax', 'tensorflow-datasets', 'tensorboard', 'clu'} <= closure, closure
+  assert not closure & _TENSORFLOW, sorted(closure & _TENSORFLOW)
+  with open(os.path.join(REPO, 'requirements.txt'), encoding='utf-8') as f:
+    pinned = {_canonical(re.split(r'[=<>!~\[; ]', l.strip())[0]) for l in f
+              if l.strip() and not l.startswith('#')}
+  assert not pinned & _TENSORFLOW, sorted(pinned & _TENSORFLOW)
