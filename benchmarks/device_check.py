@@ -32,8 +32,10 @@ and the whole run stops starting steps at `--budget` seconds (default 540 = 9 mi
    test-split metrics (Dice) of the last checkpoint.
 
 With `--cpu` (JAX_PLATFORMS=cpu) every size is tiny: the run checks the script, not the device.
-`SGDC_DEVICE_CHECK_FAULT=STEP:fail` or `STEP:hang` injects a failure or a hang into one step
-(tests).
+`SGDC_DEVICE_CHECK_FAULT=STEP:fail` or `STEP:hang` injects a failure or a hang into one step,
+`STEP:hang_after_row` a hang after a benchmark step's first row (tests). Benchmark and
+correctness rows are saved as they come, so a step that is killed or crashes keeps the rows it
+measured (the XLA impls run before Pallas at every size).
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ import dataclasses
 import datetime
 import functools
 import glob
+import itertools
 import importlib.metadata
 import json
 import math
@@ -81,16 +84,19 @@ class Step:
 
 
 STEPS = (
-    Step('wheels', 20, 60, (), 'install the carried wheels / check the data stack imports'),
-    Step('env', 25, 60, (), 'devices, versions, driver, entry points import'),
-    Step('correctness', 55, 120, (), 'Pallas vs unfold, SGDC block per impl'),
-    Step('bench_aggregate', 80, 90, (), 'aggregation alone: bandwidth, launch sweep'),
+    Step('wheels', 15, 60, (), 'install the carried wheels / check the data stack imports'),
+    Step('env', 20, 60, (), 'devices, versions, driver, entry points import'),
+    Step('correctness', 50, 120, (), 'Pallas vs unfold, SGDC block per impl'),
+    Step('bench_aggregate', 75, 90, (), 'aggregation alone: bandwidth, launch sweep'),
     Step('bench_block', 45, 90, (), 'SGDC block fwd, fwd+bwd per impl'),
-    Step('prepare', 25, 60, (), 'ISIC 2017 JPEGs -> ArrayRecord'),
-    Step('bench_train', 110, 120, (), 'end to end vs step alone, MFU'),
-    Step('train', 140, 120, ('prepare',), 'full-size isic2017 config, fixed steps'),
+    Step('prepare', 20, 60, (), 'ISIC 2017 JPEGs -> ArrayRecord'),
+    Step('bench_train', 105, 120, (), 'end to end vs step alone, MFU'),
+    Step('train', 130, 120, ('prepare',), 'full-size isic2017 config, fixed steps'),
     Step('evaluate', 40, 60, ('train',), 'test-split Dice of the last checkpoint'),
 )
+# The device base budgets sum to 500 s: of the default 540, 40 s stay for the steps' process
+# start-ups and kills, so the run ends before a 570 s limit on the whole command.
+BASE_BUDGET_S = 500
 STEP_NAMES = tuple(s.name for s in STEPS)
 
 
@@ -139,21 +145,17 @@ def run_step(step: Step, args, timeout: float) -> dict:
       timed_out = False
     except subprocess.TimeoutExpired:
       timed_out, rc = True, None
-      for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-          os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-          break
-        try:
-          proc.wait(timeout=10)
-          break
-        except subprocess.TimeoutExpired:
-          continue
+      _signal_group(proc.pid, signal.SIGTERM)
+      try:
+        proc.wait(timeout=10)
+      except subprocess.TimeoutExpired:
+        pass
+    # Whatever the step's own process did, nothing it started may outlive it (a benchmark
+    # that saves and goes on after SIGTERM would keep GPU memory from the next step).
+    kill_group(proc.pid)
+    proc.wait()
   seconds = time.monotonic() - start
-  result = {}
-  if os.path.exists(result_path):
-    with open(result_path, encoding='utf-8') as f:
-      result = json.load(f)
+  result = read_result(result_path)
   reported = result.pop('status', None)
   if timed_out:
     status = 'timeout'
@@ -161,6 +163,9 @@ def run_step(step: Step, args, timeout: float) -> dict:
   elif rc != 0:
     status = 'failed'
     result.setdefault('error', f'exit status {rc}')
+  elif reported == 'incomplete':  # exited 0 without writing its final result
+    status = 'failed'
+    result.setdefault('error', 'exited before writing its result')
   else:
     status = reported or ('passed' if result else 'failed')
   entry = dict(status=status, seconds=round(seconds, 1), budget_s=round(timeout, 1),
@@ -168,6 +173,49 @@ def run_step(step: Step, args, timeout: float) -> dict:
   if status != 'passed':
     entry['log_tail'] = _tail(log)
   return entry
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+  """Sends `sig` to the process group; False when no process of it is left."""
+  try:
+    os.killpg(pgid, sig)
+    return True
+  except ProcessLookupError:
+    return False
+
+
+def kill_group(pgid: int, wait_s: float = 10.0) -> None:
+  """SIGKILLs every process of the group and waits (bounded) until none is left."""
+  deadline = time.monotonic() + wait_s
+  while _signal_group(pgid, signal.SIGKILL) and time.monotonic() < deadline:
+    try:  # reap the leader if it is ours, so that the group can empty
+      os.waitpid(pgid, os.WNOHANG)
+    except ChildProcessError:
+      pass
+    time.sleep(0.05)
+
+
+def read_result(path: str) -> dict:
+  """A step's result file: {} when absent or torn (a kill while it was being replaced)."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return {}
+
+
+def write_result(path: str, result: dict) -> None:
+  """Writes a step's result atomically (a kill never leaves half a file)."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(_clean(result), f, default=str)
+  os.replace(tmp, path)
+
+
+def save_partial(args, result: dict) -> None:
+  """Saves what a step has measured so far: a timeout or crash later keeps these rows."""
+  if args.result:
+    write_result(args.result, dict(result, status='incomplete'))
 
 
 def passthrough_flags(args) -> list[str]:
@@ -239,23 +287,41 @@ def run_all(args) -> dict:
           f'({entry["seconds"]:.1f} s){" - " + entry["error"] if entry.get("error") else ""}',
           flush=True)
     write_reports(args.outdir, report)  # partial reports survive a kill of the whole run
-  report['recommendation'] = recommend(report['steps'].get('bench_aggregate', {}).get('rows', []),
-                                       report['steps'].get('bench_block', {}).get('rows', []))
+  report['recommendation'] = recommend(
+      report['steps'].get('bench_aggregate', {}).get('rows', []),
+      report['steps'].get('bench_block', {}).get('rows', []),
+      report['steps'].get('correctness', {}).get('status') == 'passed')
   report['total_s'] = round(time.monotonic() - start, 1)
   write_reports(args.outdir, report)
   return report
 
 
 def _faster_everywhere(rows, impl, other, keys=('fwd', 'fwd_bwd')) -> tuple[bool, int]:
-  """Whether `impl` beats `other` in every (size, dtype, key) both have; and how many."""
+  """Whether `impl` beats `other` in every key at every (size, dtype) of `rows`; how many.
+
+  A (size, dtype) where either has no timing (an error row, or not run) counts as a loss.
+  """
+  points = sorted({(r['size'], r['dtype']) for r in rows})
   times = {(r['size'], r['dtype'], r['impl']): r for r in rows if 'fwd_bwd' in r}
-  pairs = [(times[(s, d, impl)], times[(s, d, other)]) for (s, d, i) in times if i == impl
-           and (s, d, other) in times]
-  wins = all(a[k] < b[k] for a, b in pairs for k in keys)
-  return bool(pairs) and wins, len(pairs)
+
+  def wins(s, d):
+    a, b = times.get((s, d, impl)), times.get((s, d, other))
+    return a is not None and b is not None and all(a[k] < b[k] for k in keys)
+
+  return bool(points) and all(wins(s, d) for s, d in points), len(points)
 
 
-def recommend(aggregate_rows: list[dict], block_rows: list[dict]) -> dict:
+# Largest relative difference from unfold a benchmark row may show (bench_sgdc's max err).
+BENCH_TOLERANCE = {'float32': 1e-3, 'bfloat16': 5e-2}
+
+
+def _accurate(row) -> bool:
+  err = row.get('max_err')
+  return 'error' not in row and err is not None and err <= BENCH_TOLERANCE[row['dtype']]
+
+
+def recommend(aggregate_rows: list[dict], block_rows: list[dict],
+              correctness_passed: bool = True) -> dict:
   """The launch and impl `'auto'` should use, from the benchmark rows.
 
   Launch: among the Pallas rows of the aggregation table (the default launch, impl 'pallas',
@@ -263,11 +329,16 @@ def recommend(aggregate_rows: list[dict], block_rows: list[dict]) -> dict:
   geometric-mean fwd+bwd time relative to the best launch of each (size, dtype). Impl:
   'pallas' only if Pallas is faster than 'shift' in fwd and fwd+bwd at every benchmarked size
   and dtype of both tables (aggregation at the default launch and at the recommended one;
-  the block at the default launch), and nothing ran in interpret mode; otherwise 'shift'.
+  the block at the default launch), the correctness step passed, every Pallas row of the
+  aggregation table agrees with unfold (`BENCH_TOLERANCE`), and nothing ran in interpret
+  mode; otherwise 'shift'. A launch whose rows failed or are off is never recommended.
   """
   out = dict(launch=None, impl='shift', reasons=[])
   timed = [r for r in aggregate_rows if 'fwd_bwd' in r]
-  pallas = [r for r in timed if r['impl'].startswith('pallas') and r.get('launch')]
+  inaccurate = sorted({r['impl'] for r in aggregate_rows
+                       if r['impl'].startswith('pallas') and not _accurate(r)})
+  pallas = [r for r in timed if r['impl'].startswith('pallas') and r.get('launch')
+            and r['impl'] not in inaccurate]
   best = {}
   for r in pallas:
     key = (r['size'], r['dtype'])
@@ -295,6 +366,12 @@ def recommend(aggregate_rows: list[dict], block_rows: list[dict]) -> dict:
     out['reasons'].append(f'{what}: pallas {"faster" if faster else "not faster"} than shift '
                           f'at {"every one" if faster else "some"} of {n} (size, dtype) pairs'
                           if n else f'{what}: no pallas/shift pair timed')
+  if inaccurate:
+    verdicts.append(False)
+    out['reasons'].append(f'failed or beyond tolerance of unfold: {", ".join(inaccurate)}')
+  if not correctness_passed:
+    verdicts.append(False)
+    out['reasons'].append('the correctness step did not pass')
   interpreted = any(r.get('interpret') for r in aggregate_rows + block_rows)
   if all(verdicts) and not interpreted:
     out['impl'] = 'pallas'
@@ -490,11 +567,14 @@ def do_env(args) -> dict:
     tensorflow_present = True
   except ImportError:
     tensorflow_present = False
-  return dict(backend=jax.default_backend(), device_count=len(devices),
-              device_kind=devices[0].device_kind, devices=[str(d) for d in devices],
-              python=platform.python_version(), versions=_versions(), nvidia_smi=smi,
-              cpus=len(os.sched_getaffinity(0)), entry_points=imported,
-              tensorflow=tensorflow_present)
+  out = dict(backend=jax.default_backend(), device_count=len(devices),
+             device_kind=devices[0].device_kind, devices=[str(d) for d in devices],
+             python=platform.python_version(), versions=_versions(), nvidia_smi=smi,
+             cpus=len(os.sched_getaffinity(0)), entry_points=imported,
+             tensorflow=tensorflow_present)
+  if not args.cpu and out['backend'] != 'gpu':
+    out.update(status='failed', error=f'backend is {out["backend"]!r}, not a GPU')
+  return out
 
 
 # The shapes, heads, kernel sizes and tiles of tests/test_pallas_aggregate.py.
@@ -555,6 +635,8 @@ def do_correctness(args) -> dict:
         rows.append(dict(check=f'pallas tile {tile[0]}x{tile[1]} k={k} heads={heads}',
                          shape=list(shape), dtype=dtype, mode=mode, max_err=err,
                          tol=TOLERANCE[dtype], ok=err <= TOLERANCE[dtype]))
+        print(json.dumps(rows[-1]), flush=True)
+        save_partial(args, dict(rows=rows))
 
     # The SGDC block, each impl vs unfold, output and every gradient (scaled by its max).
     x = jax.random.normal(jax.random.key(0), (2, 12, 10, 32))
@@ -576,6 +658,7 @@ def do_correctness(args) -> dict:
         rows.append(dict(check=f'SGDC block impl={impl} vs unfold', shape=list(x.shape),
                          dtype=dtype, mode=mode if impl == 'pallas' else 'xla', max_err=err,
                          tol=TOLERANCE[dtype], ok=err <= TOLERANCE[dtype]))
+        save_partial(args, dict(rows=rows))
   bad = [r for r in rows if not r['ok']]
   out = dict(rows=rows, status='passed' if not bad else 'failed')
   if bad:
@@ -603,21 +686,27 @@ def _bench_rows(worker, impls, args, repeats) -> list[dict]:
   import jax  # pylint: disable=g-import-not-at-top
   rows = []
   interpret = jax.default_backend() == 'cpu'
-  for dtype in ('float32', 'bfloat16'):
-    for size in bench_sizes(args.cpu):
-      for impl in impls:
-        row = dict(size='x'.join(map(str, size)), dtype=dtype, impl=impl)
-        try:
-          row.update(worker(impl, size, repeats, dtype, allow_interpret=True))
-        except Exception as e:  # pylint: disable=broad-except  (one row, not the table)
-          row['error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""}'
-        row.pop('peak_mb', None)  # one process for all rows: not this row's own peak
-        if impl.startswith('pallas'):
-          row['launch'] = impl.split('@', 1)[1] if '@' in impl else default_launch()
-          if interpret:
-            row['interpret'] = True
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+  # The XLA rows first, at every size: a Pallas compile that crashes the process or runs out
+  # of time cannot take them along (each row is saved as it comes).
+  ordered = ([i for i in impls if not i.startswith('pallas')]
+             + [i for i in impls if i.startswith('pallas')])
+  for impl, dtype, size in itertools.product(ordered, ('float32', 'bfloat16'),
+                                             bench_sizes(args.cpu)):
+    row = dict(size='x'.join(map(str, size)), dtype=dtype, impl=impl)
+    try:
+      row.update(worker(impl, size, repeats, dtype, allow_interpret=True))
+    except Exception as e:  # pylint: disable=broad-except  (one row, not the table)
+      row['error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""}'
+    row.pop('peak_mb', None)  # one process for all rows: not this row's own peak
+    if impl.startswith('pallas'):
+      row['launch'] = impl.split('@', 1)[1] if '@' in impl else default_launch()
+      if interpret:
+        row['interpret'] = True
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+    save_partial(args, dict(rows=rows))
+    if os.environ.get(FAULT_ENV) == f'{args.step}:hang_after_row':  # tests: a late hang
+      time.sleep(10**6)
   return rows
 
 
@@ -753,12 +842,18 @@ def do_train(args) -> dict:
   workdir = os.path.join(args.work, 'train')
   shutil.rmtree(workdir, ignore_errors=True)
   # The loop saves and returns on SIGTERM: ask for that shortly before the budget runs out so
-  # that a slow device still leaves a checkpoint to evaluate.
-  if args.stop_after > 0:
-    signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
-    signal.alarm(int(args.stop_after))
-  result = train.train_and_evaluate(config, workdir, run_eval=False)
-  signal.alarm(0)
+  # that a slow device still leaves a checkpoint to evaluate. Sent from the step callback, i.e.
+  # from inside the loop while its handler is installed: an alarm could fire after the loop
+  # has put the default handler back, and kill the process while it saves.
+  deadline = time.monotonic() + args.stop_after if args.stop_after > 0 else math.inf
+
+  def stop_at_deadline(step):
+    del step
+    if time.monotonic() >= deadline:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  result = train.train_and_evaluate(config, workdir, run_eval=False,
+                                    step_callback=stop_at_deadline)
   batch = int(config.train.batch_size)
   done = int(result.step)
   return dict(steps_requested=args.train_steps, steps_done=done,
@@ -791,7 +886,7 @@ def run_child(args) -> int:
   target, _, kind = fault.partition(':')
   result = {}
   try:
-    if target == args.step:
+    if target == args.step and kind in ('hang', 'fail'):
       if kind == 'hang':
         time.sleep(10**6)
       raise RuntimeError(f'injected failure ({FAULT_ENV}={fault})')
@@ -801,8 +896,7 @@ def run_child(args) -> int:
     traceback.print_exc()
     result = dict(result, status='failed', error=f'{type(e).__name__}: {e}'[:1000])
     rc = 1
-  with open(args.result, 'w', encoding='utf-8') as f:
-    json.dump(_clean(result), f, default=str)
+  write_result(args.result, result)
   return rc
 
 
