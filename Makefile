@@ -56,8 +56,8 @@ $(NEWEST_PY):
 	python=$$(.ci/find-python312) && "$$python" -m venv $(NEWEST_VENV)
 	$(NEWEST_PY) -m pip install --upgrade pip
 
-# Exact versions, transitive ones included, and pytest + pytest-xdist: all the subset needs (no torch, MedPy
-# or MONAI: the subset compares against nothing of theirs).
+# Exact versions, transitive ones included, and pytest + pytest-xdist: all the subset needs
+# (no torch, MedPy or MONAI: the subset compares against nothing of theirs).
 $(NEWEST_STAMP): requirements-newest.txt pyproject.toml | $(NEWEST_PY)
 	$(NEWEST_PY) -m pip install -r requirements-newest.txt
 	$(NEWEST_PY) -m pip install --no-deps -e .

@@ -33,7 +33,7 @@ and the whole run stops starting steps at `--budget` seconds (default 540 = 9 mi
 
 With `--cpu` (JAX_PLATFORMS=cpu) every size is tiny: the run checks the script, not the device.
 `SGDC_DEVICE_CHECK_FAULT=STEP:fail` or `STEP:hang` injects a failure or a hang into one step,
-`STEP:hang_after_row` a hang after a benchmark step's first row (tests). Benchmark and
+`STEP:hang_after_row` a hang after a step's first measured row (tests). Benchmark and
 correctness rows are saved as they come, so a step that is killed or crashes keeps the rows it
 measured (the XLA impls run before Pallas at every size).
 """
@@ -94,9 +94,11 @@ STEPS = (
     Step('train', 130, 120, ('prepare',), 'full-size isic2017 config, fixed steps'),
     Step('evaluate', 40, 60, ('train',), 'test-split Dice of the last checkpoint'),
 )
-# The device base budgets sum to 500 s: of the default 540, 40 s stay for the steps' process
-# start-ups and kills, so the run ends before a 570 s limit on the whole command.
-BASE_BUDGET_S = 500
+# Default --budget on a device and with --cpu. Of the device's 540 s the base budgets above
+# leave STARTUP_RESERVE_S for the steps' process start-ups and kills, so that the run ends
+# before a 570 s limit on the whole command.
+DEVICE_BUDGET_S, CPU_BUDGET_S = 540.0, 900.0
+STARTUP_RESERVE_S = 40
 STEP_NAMES = tuple(s.name for s in STEPS)
 
 
@@ -212,10 +214,15 @@ def write_result(path: str, result: dict) -> None:
   os.replace(tmp, path)
 
 
-def save_partial(args, result: dict) -> None:
-  """Saves what a step has measured so far: a timeout or crash later keeps these rows."""
+def add_row(args, rows: list[dict], row: dict) -> None:
+  """Appends a measured row, logs it and saves the rows so far (status 'incomplete'): a
+  timeout or crash later in the step keeps them. `STEP:hang_after_row` hangs here (tests)."""
+  rows.append(row)
+  print(json.dumps(row), flush=True)
   if args.result:
-    write_result(args.result, dict(result, status='incomplete'))
+    write_result(args.result, dict(rows=rows, status='incomplete'))
+  if os.environ.get(FAULT_ENV) == f'{args.step}:hang_after_row':
+    time.sleep(10**6)
 
 
 def passthrough_flags(args) -> list[str]:
@@ -632,11 +639,9 @@ def do_correctness(args) -> dict:
             lambda a, b, k=k: aggregate_unfold(a, jax.nn.softmax(b, axis=-1), k),
             x.astype(jnp.float32), logits.astype(jnp.float32), cot)
         err = max_err(got, ref)
-        rows.append(dict(check=f'pallas tile {tile[0]}x{tile[1]} k={k} heads={heads}',
-                         shape=list(shape), dtype=dtype, mode=mode, max_err=err,
-                         tol=TOLERANCE[dtype], ok=err <= TOLERANCE[dtype]))
-        print(json.dumps(rows[-1]), flush=True)
-        save_partial(args, dict(rows=rows))
+        add_row(args, rows, dict(check=f'pallas tile {tile[0]}x{tile[1]} k={k} heads={heads}',
+                                 shape=list(shape), dtype=dtype, mode=mode, max_err=err,
+                                 tol=TOLERANCE[dtype], ok=err <= TOLERANCE[dtype]))
 
     # The SGDC block, each impl vs unfold, output and every gradient (scaled by its max).
     x = jax.random.normal(jax.random.key(0), (2, 12, 10, 32))
@@ -655,10 +660,10 @@ def do_correctness(args) -> dict:
         results[impl] = jax.jit(vg)(variables)
       for impl in ('shift', 'pallas'):
         err = max_err(results[impl], results['unfold'], scale=True)
-        rows.append(dict(check=f'SGDC block impl={impl} vs unfold', shape=list(x.shape),
-                         dtype=dtype, mode=mode if impl == 'pallas' else 'xla', max_err=err,
-                         tol=TOLERANCE[dtype], ok=err <= TOLERANCE[dtype]))
-        save_partial(args, dict(rows=rows))
+        add_row(args, rows, dict(check=f'SGDC block impl={impl} vs unfold',
+                                 shape=list(x.shape), dtype=dtype,
+                                 mode=mode if impl == 'pallas' else 'xla', max_err=err,
+                                 tol=TOLERANCE[dtype], ok=err <= TOLERANCE[dtype]))
   bad = [r for r in rows if not r['ok']]
   out = dict(rows=rows, status='passed' if not bad else 'failed')
   if bad:
@@ -702,11 +707,7 @@ def _bench_rows(worker, impls, args, repeats) -> list[dict]:
       row['launch'] = impl.split('@', 1)[1] if '@' in impl else default_launch()
       if interpret:
         row['interpret'] = True
-    rows.append(row)
-    print(json.dumps(row), flush=True)
-    save_partial(args, dict(rows=rows))
-    if os.environ.get(FAULT_ENV) == f'{args.step}:hang_after_row':  # tests: a late hang
-      time.sleep(10**6)
+    add_row(args, rows, row)
   return rows
 
 
@@ -934,7 +935,7 @@ def parse_args(argv=None):
   args.data = os.path.abspath(args.data) if args.data else ''
   args.wheels = os.path.abspath(args.wheels) if args.wheels else ''
   if not args.budget:
-    args.budget = 900.0 if args.cpu else 540.0
+    args.budget = CPU_BUDGET_S if args.cpu else DEVICE_BUDGET_S
   if not args.train_steps:
     args.train_steps = 4 if args.cpu else 600
   return args

@@ -15,7 +15,6 @@ import glob
 import importlib.metadata
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import textwrap
 import numpy as np
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from PIL import Image
 
 from test_folder_dataset import write_plain
@@ -176,10 +176,6 @@ _TENSORFLOW = {'tensorflow', 'tensorflow-cpu', 'tensorflow-gpu', 'tensorflow-int
                'tensorflow-io-gcs-filesystem', 'tensorflow-text'}
 
 
-def _canonical(name):
-  return re.sub(r'[-_.]+', '-', name).lower()
-
-
 def _runtime_closure(dist_name):
   """Names of every distribution the installed `dist_name` needs at run time, transitively.
 
@@ -188,7 +184,7 @@ def _runtime_closure(dist_name):
   """
   seen, todo = set(), [dist_name]
   while todo:
-    name = _canonical(todo.pop())
+    name = canonicalize_name(todo.pop())
     if name in seen:
       continue
     seen.add(name)
@@ -208,6 +204,6 @@ def test_runtime_dependencies_hold_no_tensorflow():
   assert {'jax', 'flax', 'tensorflow-datasets', 'tensorboard', 'clu'} <= closure, closure
   assert not closure & _TENSORFLOW, sorted(closure & _TENSORFLOW)
   with open(os.path.join(REPO, 'requirements.txt'), encoding='utf-8') as f:
-    pinned = {_canonical(re.split(r'[=<>!~\[; ]', l.strip())[0]) for l in f
-              if l.strip() and not l.startswith('#')}
+    pinned = {canonicalize_name(Requirement(l.split('#')[0].strip()).name) for l in f
+              if l.split('#')[0].strip()}
   assert not pinned & _TENSORFLOW, sorted(pinned & _TENSORFLOW)
