@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import throughput  # noqa: E402  (benchmarks/)
-from sgdc_jax import experiment  # noqa: E402
+from sgdc_jax.run import experiment  # noqa: E402
 from sgdc_jax.data import pipeline  # noqa: E402
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

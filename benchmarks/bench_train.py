@@ -36,8 +36,8 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import throughput  # noqa: E402  (benchmarks/)
-from sgdc_jax import config as config_lib  # noqa: E402
-from sgdc_jax import experiment, train  # noqa: E402
+from sgdc_jax.run import config as config_lib  # noqa: E402
+from sgdc_jax.run import experiment, train  # noqa: E402
 from sgdc_jax.data import pipeline  # noqa: E402
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""Our SGE/SGDC against the authors' PyTorch modules, weights moved with sgdc_jax.convert.
+"""Our SGE/SGDC against the authors' PyTorch modules, weights moved with sgdc_jax.models.convert.
 
     python benchmarks/compare_reference.py --reference_dir=/path/to/SGDC
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from reference_loader import load_reference
-from sgdc_jax.convert import torch_state_dict_to_flax
+from sgdc_jax.models.convert import torch_state_dict_to_flax
 
 
 def _randomise(module, rng):

@@ -67,8 +67,8 @@ VERSIONS = ('jax', 'jaxlib', 'jax-cuda13-plugin', 'jax-cuda12-plugin', 'flax', '
             'orbax-checkpoint', 'numpy', 'grain', 'clu', 'tensorflow-datasets', 'ml-collections',
             'tensorboard', 'array-record')
 DATA_STACK = ('grain', 'clu.metrics', 'tensorflow_datasets', 'ml_collections', 'array_record')
-ENTRY_POINTS = ('sgdc_jax.main', 'sgdc_jax.evaluate', 'sgdc_jax.predict', 'sgdc_jax.data.prepare',
-                'sgdc_jax.ablation')
+ENTRY_POINTS = ('sgdc_jax.main', 'sgdc_jax.run.evaluate', 'sgdc_jax.run.predict', 'sgdc_jax.data.prepare',
+                'sgdc_jax.analysis.ablation')
 # Launch sweep of the aggregation table (THxTW/num_warps/num_stages), besides the default
 # launch of sgdc_jax/ops/pallas_aggregate.py (the 'pallas' row).
 LAUNCHES = ('16x8/4/2', '8x16/4/2', '16x8/8/3', '16x16/8/2')
@@ -837,7 +837,7 @@ def _train_config(args):
 
 def do_train(args) -> dict:
   import sgdc_jax  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
-  from sgdc_jax import experiment, train
+  from sgdc_jax.run import experiment, train
   config = _train_config(args)
   experiment.enable_compilation_cache(config)
   workdir = os.path.join(args.work, 'train')
@@ -867,7 +867,7 @@ def do_train(args) -> dict:
 
 def do_evaluate(args) -> dict:
   import sgdc_jax  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
-  from sgdc_jax import evaluate, experiment
+  from sgdc_jax.run import evaluate, experiment
   config = _train_config(args)
   experiment.enable_compilation_cache(config)
   start = time.perf_counter()

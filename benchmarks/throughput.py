@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sgdc_jax import experiment, train
-from sgdc_jax import sharding as shd
+from sgdc_jax.run import experiment, train
+from sgdc_jax.run import sharding as shd
 from sgdc_jax.data import pipeline
 
 # Dense peak TFLOP/s per device as (bfloat16, float32 as XLA runs it by default: TF32 tensor

@@ -10,7 +10,7 @@ Cost: 20k steps x 16 patches at 256x256, ResNet-50: about 2-3 h on one A100.
 
 import ml_collections
 
-from sgdc_jax import config as base
+from sgdc_jax.run import config as base
 
 
 def get_config() -> ml_collections.ConfigDict:

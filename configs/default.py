@@ -12,7 +12,7 @@ on a CPU use configs/demo.py instead.
 
 import ml_collections
 
-from sgdc_jax import config as base
+from sgdc_jax.run import config as base
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -5,7 +5,7 @@
   python -m sgdc_jax.main --config=configs/demo.py --workdir=runs/demo --mode=eval
 
 The fields it changes (ResNet-18, D=64, 96x96 inputs, 150 steps of 8 images, lr 1e-3) are set in
-`sgdc_jax.config.demo_config()`, so that `python -m sgdc_jax.demo` works from an installed
+`sgdc_jax.run.config.demo_config()`, so that `python -m sgdc_jax.demo` works from an installed
 package as well.
 
 Cost: 150 steps of 8 images at 96x96; about 4-8 minutes on a 2-core CPU, most of it XLA
@@ -15,7 +15,7 @@ Dice of about 0.97 (300 steps: 0.98).
 
 import ml_collections
 
-from sgdc_jax import config as base
+from sgdc_jax.run import config as base
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -9,12 +9,12 @@ Prepare the data once (manual download, see sgdc_jax/data/prepare.py), then:
 
 Cost: 10k steps x 32 images at 256x256, ResNet-50, bf16: about 1-2 h on one A100 / v4-8 (not yet
 measured here), days on CPU.
-Ablation: python -m sgdc_jax.ablation --config=configs/isic.py --workdir=runs/abl2018 --seeds=0,1,2
+Ablation: python -m sgdc_jax.analysis.ablation --config=configs/isic.py --workdir=runs/abl2018 --seeds=0,1,2
 """
 
 import ml_collections
 
-from sgdc_jax import config as base
+from sgdc_jax.run import config as base
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -9,7 +9,7 @@ Cost: 10k steps x 16 images at 256x256, ResNet-50: about 1-1.5 h on one A100.
 
 import ml_collections
 
-from sgdc_jax import config as base
+from sgdc_jax.run import config as base
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -27,13 +27,13 @@ of training on a 2-core CPU, measured; see the README):
 Images are resized to the square network input (the 4:3 frames are stretched, as is common for
 ISIC); metrics are computed at the stored resolution. No pretrained weights are assumed (none can
 be downloaded at run time); pass `--config.model.pretrained=FILE` to start from local ones.
-Ablation: `python -m sgdc_jax.ablation --config=configs/isic2017.py:cpu --workdir=runs/abl
+Ablation: `python -m sgdc_jax.analysis.ablation --config=configs/isic2017.py:cpu --workdir=runs/abl
 --sources=structure,pooled,none --seeds=0,1,2`.
 """
 
 import ml_collections
 
-from sgdc_jax import config as base
+from sgdc_jax.run import config as base
 
 VARIANTS = ("", "cpu")
 

@@ -7,9 +7,10 @@
 Importing the package first also guards XLA's CPU runtime against a jaxlib 0.10.2 failure
 ("YNNPACK operation failed", see `sgdc_jax/_xla_flags.py`).
 """
-from sgdc_jax import _xla_flags
+from sgdc_jax import _moved, _xla_flags
 
 _xla_flags.disable_ynn_fusion()
+_moved.install()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from sgdc_jax.models.sgdc_net import SGDCNet

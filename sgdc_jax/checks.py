@@ -1,4 +1,4 @@
-"""Type predicates shared by the config rules (`sgdc_jax.config`) and the model config
+"""Type predicates shared by the config rules (`sgdc_jax.run.config`) and the model config
 (`sgdc_jax.models.sgdc_net`): a bool is not a number here, a NumPy scalar is."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
   python -m sgdc_jax.demo [--workdir=runs/demo]
 
-The config is `sgdc_jax.config.demo_config()` (= `configs/demo.py`). Writes into the workdir:
+The config is `sgdc_jax.run.config.demo_config()` (= `configs/demo.py`). Writes into the workdir:
 checkpoints, TensorBoard events, `history.jsonl`, `training_curve.png`, and the test evaluation
 in `eval/synthetic_lesions/test/step_<N>/` (`metrics.json`, `per_image.csv`, `overlays/`);
 prints the test metrics and where the outputs are. Rerunning resumes (or, when training is
@@ -18,8 +18,9 @@ import time
 
 import sgdc_jax  # noqa: F401  (sets XLA flags before jax initialises)
 
-from sgdc_jax import config as config_lib
-from sgdc_jax import evaluate, experiment, reporting, train
+from sgdc_jax.run import config as config_lib
+from sgdc_jax.run import evaluate, experiment, train
+from sgdc_jax.run import outputs
 
 
 def main(argv=None):
@@ -39,7 +40,7 @@ def main(argv=None):
   train_time = time.time() - start
   summary = evaluate.evaluate_checkpoint(config, workdir)
   total = time.time() - start
-  reporting.print_summary(summary, summary["output_dir"])
+  outputs.print_summary(summary, summary["output_dir"])
   print(f"training curve: {os.path.join(workdir, 'training_curve.png')}")
   print(f"TensorBoard: tensorboard --logdir {workdir}")
   print(f"wall time: {total:.0f} s (training {train_time:.0f} s, test evaluation "

@@ -8,7 +8,7 @@ Several processes (multi-host GPU/TPU, or loopback tests) are detected from the 
 anything touches the devices.
 
 User errors print one line, `error: ...`, without a traceback (`SGDC_DEBUG=1` adds it; see
-`sgdc_jax.cli`). Exit status:
+`sgdc_jax.run.cli`). Exit status:
   0  done (also when the workdir is already at train.num_steps: nothing to train);
   2  invalid flags or config (unknown field, missing or broken config file, bad value, missing
      `model.pretrained` file or unreadable weights) or another user error (no checkpoint to
@@ -24,8 +24,9 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from sgdc_jax import config as config_lib
-from sgdc_jax import cli, evaluate, experiment, predict, reporting, train
+from sgdc_jax.run import config as config_lib
+from sgdc_jax.run import cli, evaluate, experiment, predict, train
+from sgdc_jax.run import outputs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
                                           lock_config=True)
@@ -49,7 +50,7 @@ def _run(config, workdir: str, mode: str) -> None:
   elif mode == "eval":
     summary = evaluate.evaluate_checkpoint(config, workdir)
     if jax.process_index() == 0:
-      reporting.print_summary(summary, summary["output_dir"])
+      outputs.print_summary(summary, summary["output_dir"])
   else:
     predict.predict_folder(config, workdir)
 

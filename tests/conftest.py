@@ -3,8 +3,13 @@ import sys
 
 import pytest
 
-# numpy_reference.py and other test helpers are imported by name.
-sys.path.insert(0, os.path.dirname(__file__))
+# tests/ mirrors the package (tests/run/test_train.py tests sgdc_jax/run/train.py); test file
+# names are unique, and helpers (numpy_reference.py, run_script in run/test_train.py, ...) are
+# imported by name from any folder.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+for _root, _dirs, _ in os.walk(_HERE):
+  _dirs[:] = sorted(d for d in _dirs if not d.startswith(('.', '_')))
+  sys.path.insert(0, _root)
 
 # The newest-releases subset: `make test-newest` runs `pytest -m newest` in .venv-newest
 # (requirements-newest.txt, Python 3.12), after `make test` ran everything on the pins. The
@@ -16,7 +21,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 NEWEST = {
     'test_modules.py': None,
     'test_pallas_aggregate.py': None,
-    'test_checkpoint_resume.py': None,
+    'test_checkpoints.py': None,
     'test_checkpoint_recovery.py': None,
     'test_train.py': (
         'test_schedule_warmup_then_cosine_matches_numpy',

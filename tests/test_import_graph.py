@@ -8,7 +8,7 @@ import os
 import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'sgdc_jax')
-ENTRY_POINTS = ('sgdc_jax.main', 'sgdc_jax.demo', 'sgdc_jax.ablation')
+ENTRY_POINTS = ('sgdc_jax.main', 'sgdc_jax.demo', 'sgdc_jax.analysis.ablation')
 # Modules that import TensorFlow when imported (tests/test_no_tensorflow.py runs the commands
 # without it): TensorFlow itself and CLU's writers and periodic actions (clu.metrics is fine).
 TENSORFLOW_IMPORTERS = ('tensorflow', 'clu.metric_writers', 'clu.periodic_actions')
@@ -100,8 +100,8 @@ def _cycles(edges):
 
 def test_graph_sees_the_package():
   edges, _ = _graph()
-  assert {'sgdc_jax.train', 'sgdc_jax.models.sgdc_net', 'sgdc_jax.ops.aggregate'} <= set(edges)
-  assert 'sgdc_jax.experiment' in edges['sgdc_jax.train']
+  assert {'sgdc_jax.run.train', 'sgdc_jax.models.sgdc_net', 'sgdc_jax.ops.aggregate'} <= set(edges)
+  assert 'sgdc_jax.run.experiment' in edges['sgdc_jax.run.train']
   assert {'sgdc_jax.modules', 'sgdc_jax.modules.layers'} <= edges['sgdc_jax.models.sgdc_net']
 
 

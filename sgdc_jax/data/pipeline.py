@@ -41,7 +41,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from sgdc_jax.boundary import boundary_target
+from sgdc_jax.ops.boundary import boundary_target
 from sgdc_jax.data import builders
 from sgdc_jax.data import transforms as T
 from sgdc_jax.data.synthetic import SyntheticLesions
@@ -59,7 +59,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     data_dir: TFDS data directory ('' = the TFDS default, ~/tensorflow_datasets).
     image_size: side S of the square network input.
     train_split / eval_split / test_split: split names.
-    boundary_width: band width of the edge target (see `sgdc_jax.boundary`).
+    boundary_width: band width of the edge target (see `sgdc_jax.ops.boundary`).
     num_workers: Grain worker processes; -1 = auto (see `resolve_workers`), 0 = in the
       calling process, n > 0 = exactly n.
     worker_buffer_size: batches buffered per worker process.

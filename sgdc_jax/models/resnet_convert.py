@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 import flax
 import jax
 
-from sgdc_jax import convert
+from sgdc_jax.models import convert
 from sgdc_jax.models.resnet import EXPANSION, RESNET_SPECS, STAGE_WIDTHS
 
 

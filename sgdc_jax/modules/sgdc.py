@@ -128,7 +128,7 @@ class SGDC(nn.Module):
 def _sow_sq_norm(module: nn.Module, name: str, value: jax.Array) -> None:
   """Records the per-image squared norm `(B,)` of `value` in the 'diagnostics' collection
   (a no-op unless the caller makes that collection mutable, and at `init`, whose variables
-  would otherwise carry it; see `sgdc_jax.diagnose`)."""
+  would otherwise carry it; see `sgdc_jax.analysis.diagnose`)."""
   if module.is_mutable_collection('diagnostics') and not module.is_initializing():
     module.sow('diagnostics', name,
                jnp.sum(jnp.square(value.astype(jnp.float32)), axis=(1, 2, 3)))

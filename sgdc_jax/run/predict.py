@@ -1,0 +1,240 @@
+"""`--mode=predict`: segment a folder of images with the best checkpoint.
+
+Each readable image (`sgdc_jax.data.image_io`: the package's one decoder and extension list;
+16-bit images are scaled to 8 bit) is resized and normalised by the evaluation pipeline's own
+transform (`pipeline.EvalTransform`), run through the network in batches of
+`config.predict.batch_size` (the last batch padded), and its probabilities are resized back to
+the original size. Outputs in `config.predict.output_dir`: `<stem>.png` (binary: 0/255;
+multi-class: the class label per pixel) and, with `config.predict.save_probabilities`,
+`<stem>_prob.png` (foreground probability x 255, or the max class probability x 255). Output
+names are unique over all inputs, compared case-insensitively, masks and probability maps
+together (`output_names`): an input whose `<stem>` output would clash with another's is written
+under its file name (`x.jpg` -> `x.jpg.png`), then with its position (`x.jpg~3.png`); each
+rename is logged, and a run that would write one file twice stops instead. Files that cannot
+be read as images (broken links included) are reported, skipped and counted. Only the files
+directly in `predict.input_dir` are read (symbolic links followed); subfolders are named and
+skipped, and a folder without image files is an error.
+
+The output folder must not be the input folder or lie inside it (masks would overwrite inputs,
+and be read as inputs by the next run); both are compared by their real paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from sgdc_jax.run import config as config_lib
+from sgdc_jax.run import experiment, inference
+from sgdc_jax import log
+from sgdc_jax.run import sharding as shd
+from sgdc_jax.run import workdir as workdir_lib
+from sgdc_jax.data import image_io, pipeline
+
+
+@dataclasses.dataclass
+class PredictReport:
+  """Counts of a prediction run."""
+  written: list[str]
+  unreadable: list[tuple[str, str]]   # (path, reason)
+  skipped_non_image: list[str]
+  skipped_folders: list[str] = dataclasses.field(default_factory=list)
+
+
+def list_inputs(input_dir: str) -> tuple[list[str], list[str], list[str]]:
+  """`(candidate image paths, other files, subfolders)` in `input_dir` (not recursive), sorted.
+
+  Links are followed; a broken link with an image extension is a candidate (reported as
+  unreadable when read), so nothing is left out without a word.
+  """
+  images, others, folders = [], [], []
+  for name in sorted(os.listdir(input_dir)):
+    path = os.path.join(input_dir, name)
+    if os.path.isdir(path):
+      folders.append(path)
+    elif name.lower().endswith(image_io.IMAGE_EXTENSIONS):
+      images.append(path)
+    else:
+      others.append(path)
+  return images, others, folders
+
+
+def check_inputs(input_dir: str, images: list[str], others: list[str],
+                 folders: list[str]) -> None:
+  """Raises `ValueError` when `input_dir` holds no image file, saying what it holds."""
+  if images:
+    return
+  held = []
+  if folders:
+    shown = ", ".join(os.path.basename(f) + "/" for f in folders[:5])
+    held.append(f"{len(folders)} subfolder(s) ({shown}{' ...' if len(folders) > 5 else ''})")
+  if others:
+    held.append(f"{len(others)} non-image file(s)")
+  raise ValueError(
+      f"predict.input_dir {input_dir!r} holds no image file "
+      f"({', '.join(image_io.IMAGE_EXTENSIONS)}), only {' and '.join(held) or 'nothing'}; "
+      "predict reads the images directly in that folder, not in its subfolders: point "
+      "predict.input_dir at the folder of images")
+
+
+def check_output_dir(input_dir: str, output_dir: str) -> None:
+  """Creates `output_dir`; raises `ValueError` naming both folders when it is `input_dir` or
+  inside it, or when it is a file or cannot be created."""
+  src, dst = os.path.realpath(input_dir), os.path.realpath(output_dir)
+  if dst == src or dst.startswith(src.rstrip(os.sep) + os.sep):
+    raise ValueError(f"predict.output_dir {output_dir!r} is {'' if dst == src else 'inside '}"
+                     f"predict.input_dir {input_dir!r}: the masks would overwrite or mix with "
+                     "the input images; choose a folder outside it")
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise ValueError(f"predict.output_dir {output_dir!r} is an existing file, not a folder")
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"predict.output_dir {output_dir!r} cannot be created: "
+                     f"{e.strerror or e}") from None
+  if not os.access(output_dir, os.W_OK | os.X_OK):
+    raise ValueError(f"predict.output_dir {output_dir!r} is not writable")
+
+
+def output_names(paths: list[str], save_probabilities: bool = False) -> dict[str, str]:
+  """Output name (without '.png') of each input path, unique over all inputs.
+
+  Each input starts at its stem (`x.jpg` -> `x`); while two inputs would write one file
+  (`<name>.png`, and `<name>_prob.png` with `save_probabilities`; compared case-insensitively,
+  as some file systems do), the clashing inputs at the lowest level move up: stem -> file name
+  (`x.jpg`) -> file name and position in `paths` (`x.jpg~2`). File names in one folder
+  differ, and the position makes the last level unique, so this ends with no clash.
+  """
+  bases = [os.path.basename(p) for p in paths]
+  levels = [0] * len(paths)
+
+  def name(i: int) -> str:
+    return (os.path.splitext(bases[i])[0], bases[i], f"{bases[i]}~{i}")[levels[i]]
+
+  while True:
+    owners: dict[str, list[int]] = {}
+    for i in range(len(paths)):
+      files = [name(i)] + ([f"{name(i)}_prob"] if save_probabilities else [])
+      for f in files:
+        owners.setdefault(f.casefold(), []).append(i)
+    clashes = [group for group in owners.values() if len(set(group)) > 1]
+    if not clashes:
+      return {p: name(i) for i, p in enumerate(paths)}
+    before = list(levels)  # every clash of this round judged by the same levels
+    for i in {i for group in clashes for i in group
+              if before[i] == min(before[j] for j in group) < 2}:
+      levels[i] += 1
+    if levels == before:  # cannot happen (see above); never loop forever
+      raise RuntimeError(f"predict: no unique output names for {paths}")
+
+
+def read_image(path: str) -> np.ndarray:
+  """uint8 (H, W, 3) RGB; raises `ValueError` naming the file when it is not a readable image."""
+  return image_io.read_rgb(path)
+
+
+def preprocess(image: np.ndarray, data_config: ml_collections.ConfigDict) -> np.ndarray:
+  """The eval pipeline's transform of one image: uint8 (H, W, 3) -> float32 (S, S, 3)."""
+  example = {"image": image, "mask": np.zeros(image.shape[:2], np.uint8)}
+  return pipeline.EvalTransform([example], data_config, where="predict").map(0)["image"]
+
+
+def _write(out_dir: str, stem: str, probs: np.ndarray, num_classes: int,
+           save_probabilities: bool) -> str:
+  labels = inference.to_labels(probs, num_classes)
+  mask = labels * 255 if num_classes == 1 else labels
+  path = os.path.join(out_dir, f"{stem}.png")
+  Image.fromarray(mask.astype(np.uint8)).save(path)
+  if save_probabilities:
+    p = probs if num_classes == 1 else probs.max(axis=-1)
+    Image.fromarray(np.clip(np.round(p * 255), 0, 255).astype(np.uint8)).save(
+        os.path.join(out_dir, f"{stem}_prob.png"))
+  return path
+
+
+def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictReport:
+  """Writes masks for every readable image of `config.predict.input_dir`.
+
+  Returns:
+    `PredictReport`; a summary line is printed with the number written and skipped.
+  Raises:
+    ConfigError: invalid config. ValueError: no image file in the input folder
+    (`check_inputs`), output folder unusable (`check_output_dir`). FileNotFoundError: no
+    checkpoint in `workdir/checkpoints`. RuntimeError: a mask would be written twice.
+  """
+  config_lib.validate_config(config, mode="predict")
+  workdir_lib.check_training_config(config, workdir, action="predict")
+  pcfg = config.predict
+  out_dir = pcfg.output_dir
+  paths, others, folders = list_inputs(pcfg.input_dir)
+  check_inputs(pcfg.input_dir, paths, others, folders)
+  check_output_dir(pcfg.input_dir, out_dir)
+  if jax.process_index() == 0:
+    workdir_lib.write_run_config(config, out_dir, workdir)
+  exp = experiment.build(config)
+  state, step = experiment.restore_for_inference(exp, workdir)
+  variables = state.eval_variables(use_ema=bool(config.eval.use_ema))
+  num_classes = int(config.model.num_classes)
+  predict = inference.make_predict_fn(exp.model, num_classes, exp.mesh)
+  names = output_names(paths, bool(pcfg.save_probabilities))
+  for path in paths:
+    if names[path] != os.path.splitext(os.path.basename(path))[0]:
+      log.log(f"predict: {os.path.basename(path)}'s mask would clash with another "
+                    f"input's output; it is {names[path]}.png")
+  report = PredictReport(written=[], unreadable=[], skipped_non_image=others,
+                         skipped_folders=folders)
+  for p in others:
+    log.log(f"predict: skipping {p}: not an image file extension")
+  for p in folders:
+    log.log(f"predict: skipping subfolder {p}: predict does not read subfolders")
+  batch_size = int(pcfg.batch_size)
+  done: set[str] = set()
+  pending: list[tuple[str, tuple[int, int], np.ndarray]] = []
+
+  def flush():
+    if not pending:
+      return
+    images = np.stack([x for _, _, x in pending])
+    pad = batch_size - len(pending)
+    if pad:
+      images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+    # Every process feeds the same full batch; rows are split over the mesh.
+    images = jax.device_put(images, shd.data_sharding(exp.mesh))
+    probs = shd.global_to_host(predict(variables, images)["probs"])
+    for i, (path, (h, w), _) in enumerate(pending):
+      if jax.process_index() == 0:
+        if names[path].casefold() in done:  # output_names guarantees this never happens
+          raise RuntimeError(f"predict: {path} would overwrite the mask {names[path]}.png "
+                             "written for another input")
+        done.add(names[path].casefold())
+        p = inference.resize_probs(probs[i], h, w)
+        report.written.append(_write(out_dir, names[path], p, num_classes,
+                                     bool(pcfg.save_probabilities)))
+    pending.clear()
+
+  for path in paths:
+    try:
+      image = read_image(path)
+    except ValueError as e:
+      report.unreadable.append((path, str(e)))
+      log.log(f"predict: cannot read {path}: {e}; skipped")
+      continue
+    pending.append((path, image.shape[:2], preprocess(image, config.data)))
+    if len(pending) == batch_size:
+      flush()
+  flush()
+  readable = len(paths) - len(report.unreadable)
+  if jax.process_index() == 0 and len(report.written) != readable:
+    raise RuntimeError(f"predict: wrote {len(report.written)} masks for {readable} readable "
+                       "images")
+  log.log(
+      f"predict: wrote {len(report.written)} masks for {readable} readable image(s) to "
+      f"{out_dir} (checkpoint step {step}); {len(report.unreadable)} unreadable image(s) "
+      f"skipped, {len(report.skipped_non_image)} non-image file(s) and "
+      f"{len(report.skipped_folders)} subfolder(s) ignored")
+  return report
