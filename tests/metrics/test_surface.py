@@ -111,7 +111,8 @@ def test_equals_medpy(size):
   rng = np.random.default_rng(size)
   cases = [(square_blob(rng, size), square_blob(rng, size)) for _ in range(2)]
   # Rough (noise-like) borders exercise the EDT path of method='auto'.
-  cases.append((square_blob(rng, size, sigma=2, frac=0.6), square_blob(rng, size, sigma=2, frac=0.6)))
+  cases.append((square_blob(rng, size, sigma=2, frac=0.6),
+                square_blob(rng, size, sigma=2, frac=0.6)))
   a = square_blob(rng, size)
   cases.append((a, np.roll(a, 3, axis=0)))  # near-identical pair
   for pred, target in cases:
