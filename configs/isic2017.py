@@ -1,6 +1,6 @@
 """ISIC 2017 Part 1 lesion segmentation (2000 train / 150 validation / 600 test), from scratch.
 
-Prepare the public release once as a `folder` data set (README, "Bring your own data"), e.g. the
+Prepare the public release once as a `folder` data set (docs/datasets.md, "ISIC 2017"), e.g. the
 256x192 numbered copy (`trainx/imgxN.jpg` <-> `trainy/imgyN.jpg`):
 
   python -m sgdc_jax.data.prepare --dataset=folder --name=isic2017 --manual_dir=DIR \
@@ -9,7 +9,8 @@ Prepare the public release once as a `folder` data set (README, "Bring your own 
 
 Both variants start the SGDC layer scales at 1 (`model.layer_scale_init`), departing from the
 reference module's 1e-6, which the validation sweep found leaves the blocks nearly unused at
-these budgets (README). The full-size variant has not yet been run with it on an accelerator.
+these budgets (docs/results.md). The full-size variant has not yet been run with it on an
+accelerator.
 
 Full size (an accelerator job: ResNet-50, D=256, 256x256 inputs, 20k steps of 16, bf16):
 
@@ -19,7 +20,7 @@ Full size (an accelerator job: ResNet-50, D=256, 256x256 inputs, 20k steps of 16
       --config.data.data_dir=TFDS_DIR
 
 CPU-sized variant (`:cpu`; ResNet-18, D=64, 96x96 inputs, 1000 steps of 16, fp32; about 15 min
-of training on a 2-core CPU, measured; see the README):
+of training on a 2-core CPU, measured; see docs/results.md):
 
   python -m sgdc_jax.main --config=configs/isic2017.py:cpu --workdir=runs/isic2017_cpu \
       --config.data.data_dir=TFDS_DIR
@@ -51,8 +52,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.eval.batch_size = 16
   config.eval.overlays = 8
   # Layer scales start at 1, not the reference module's 1e-6 (kept as the module default): in
-  # the validation sweep (README, "Do the blocks carry weight?") 1e-6..0.1 left the blocks
-  # nearly unused, 1 gave the best validation Dice/HD95/NSD and blocks the network relies on.
+  # the validation sweep (docs/results.md, "Do the blocks carry weight?") 1e-6..0.1 left the
+  # blocks nearly unused, 1 gave the best validation Dice/HD95/NSD and blocks the network relies
+  # on.
   config.model.layer_scale_init = 1.0
   if variant == "cpu":
     base.use_cpu_model(config)  # ResNet-18, D=64, lr 1e-3, as the demo
