@@ -82,7 +82,10 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
   def find_spec(self, fullname, path=None, target=None):
     del path, target
     if fullname in MOVED or fullname in SPLIT:
-      return importlib.util.spec_from_loader(fullname, _AliasLoader(fullname))
+      # `python -m <old name>` sets sys.argv[0] to the origin (None crashes absl's flags).
+      new = importlib.util.find_spec(MOVED[fullname]) if fullname in MOVED else None
+      return importlib.util.spec_from_loader(fullname, _AliasLoader(fullname),
+                                             origin=new.origin if new else None)
     return None
 
 
