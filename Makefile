@@ -1,6 +1,9 @@
 # Two commands do everything on a fresh machine:
 #   make demo   create .venv if missing, install the runtime dependencies, train + evaluate the demo
 #   make test   create .venv if missing, install runtime + test dependencies, lint, run the tests
+# To try the Python API:
+#   make notebook   install the `notebook` extra, run notebooks/quickstart.ipynb headless into
+#                   runs/notebook/quickstart.ipynb (the source stays without outputs)
 # and, for the supported range's other end (CI runs it after `make test`):
 #   make test-newest   .venv-newest (Python 3.12) with the newest releases of
 #                      requirements-newest.txt, the `newest` test subset, then `pip check`
@@ -25,7 +28,7 @@ NEWEST_VENV ?= .venv-newest
 NEWEST_PY := $(NEWEST_VENV)/bin/python
 NEWEST_STAMP := $(NEWEST_VENV)/.installed-newest
 
-.PHONY: test lint demo bench env clean test-newest refresh-newest device-wheels
+.PHONY: test lint demo notebook bench env clean test-newest refresh-newest device-wheels
 
 env: $(RUNTIME_STAMP)
 
@@ -76,6 +79,25 @@ refresh-newest:
 
 demo: $(RUNTIME_STAMP)
 	$(PY) -m sgdc_jax.demo
+
+# The quickstart notebook, executed top to bottom with this venv's Python as the kernel (the
+# `python3` kernel resolves to the Python running nbconvert; JUPYTER_PREFER_ENV_PATH puts the
+# venv's kernel specs before a user's own). NOTEBOOK and NOTEBOOK_OUT pick another copy and
+# output folder (tests/test_notebook.py runs a copy outside the checkout).
+NOTEBOOK_STAMP := $(VENV)/.installed-notebook
+NOTEBOOK ?= notebooks/quickstart.ipynb
+NOTEBOOK_OUT ?= runs/notebook
+
+$(NOTEBOOK_STAMP): $(RUNTIME_STAMP)
+	$(PY) -m pip install -e '.[notebook]'
+	touch $@
+
+notebook: $(NOTEBOOK_STAMP)
+	JUPYTER_PREFER_ENV_PATH=1 $(PY) -m jupyter nbconvert --to notebook --execute \
+	  --ExecutePreprocessor.timeout=1200 --output-dir=$(NOTEBOOK_OUT) $(NOTEBOOK)
+	@echo "executed copy: $(NOTEBOOK_OUT)/$(notdir $(NOTEBOOK))"
+	@echo "to run it interactively: $(PY) -m pip install jupyterlab"
+	@echo "                         $(VENV)/bin/jupyter lab $(NOTEBOOK)"
 
 bench: $(RUNTIME_STAMP)
 	$(PY) benchmarks/bench_sgdc.py
