@@ -1,12 +1,11 @@
-"""The TensorFlow-free writers and hooks of `sgdc_jax.reporting`, in-process and fast (the
-commands without TensorFlow, read back by TensorBoard's event reader: test_no_tensorflow.py)."""
+"""Tests of sgdc_jax.run.writers: the TensorFlow-free event files, history and console, in
+process and fast (the commands without TensorFlow, read back by TensorBoard's event reader:
+test_no_tensorflow.py)."""
 import json
 import logging
 import os
 import struct
 
-import sgdc_jax  # noqa: F401  (XLA flags before jax)
-import jax
 import numpy as np
 import pytest
 from tensorboard.compat.proto import event_pb2, summary_pb2
@@ -14,7 +13,7 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from sgdc_jax.run import config as config_lib
-from sgdc_jax.run import hooks, writers
+from sgdc_jax.run import writers
 
 
 def _records(path):
@@ -33,14 +32,6 @@ def _records(path):
     events.append(event_pb2.Event.FromString(body))
     pos += 16 + length
   return events
-
-
-class Recorder(writers.MetricWriter):
-  def __init__(self):
-    self.scalars = []
-
-  def write_scalars(self, step, scalars):
-    self.scalars.append((step, dict(scalars)))
 
 
 def test_writer_files_events_history_and_console(tmp_path, caplog):
@@ -91,66 +82,3 @@ def test_resume_truncates_history_and_starts_another_event_file(tmp_path):
   history = [json.loads(l) for l in (tmp_path / writers.HISTORY).read_text().splitlines()]
   assert [(r['step'], r['loss']) for r in history] == [(1, 1.0), (2, 2.0), (3, 30.0)]
   assert len([n for n in os.listdir(tmp_path) if n.startswith('events.out.tfevents.')]) == 2
-
-
-def test_report_progress_every_n_steps_and_at_the_end(caplog):
-  writer = Recorder()
-  hook = hooks.ReportProgress(num_steps=5, writer=writer, every_steps=2)
-  with caplog.at_level(logging.INFO):
-    fired = [hook(step) for step in range(1, 6)]
-  assert fired == [False, True, False, True, True]  # the first call only starts the clock
-  assert [(s, sorted(v)) for s, v in writer.scalars] == [
-      (2, ['steps_per_sec']), (2, ['uptime']), (4, ['steps_per_sec']), (4, ['uptime']),
-      (5, ['steps_per_sec']), (5, ['uptime'])]
-  assert all(v > 0 for _, d in writer.scalars for v in d.values())
-  notes = [r.getMessage() for r in caplog.records if 'work unit notes' in r.getMessage()]
-  assert len(notes) == 3 and '40.0% (2/5), ETA: 0m' in notes[0] and '100.0% (5/5)' in notes[2]
-  assert hooks._format_secs(123456.7) == '1d10h17m'
-  assert hooks._format_secs(59) == '0m' and hooks._format_secs(7260) == '2h1m'
-
-
-@pytest.fixture
-def traces(monkeypatch):
-  calls = []
-  monkeypatch.setattr(jax.profiler, 'start_trace', lambda logdir: calls.append(('start', logdir)))
-  monkeypatch.setattr(jax.profiler, 'stop_trace', lambda: calls.append(('stop',)))
-  return calls
-
-
-def test_profile_window_once_and_stopped_at_the_end(traces, tmp_path):
-  hook = hooks.Profile(logdir=str(tmp_path), num_steps=2, first_step=3, min_duration_s=0)
-  for step in range(1, 9):
-    hook(step)
-    if step == 4:
-      assert traces == [('start', str(tmp_path))]
-  hook.close()
-  assert traces == [('start', str(tmp_path)), ('stop',)]  # steps 4-5; one trace per run
-
-  traces.clear()
-  hook = hooks.Profile(logdir=str(tmp_path), num_steps=10, first_step=1, min_duration_s=0)
-  for step in (1, 2, 3):
-    hook(step)
-  hook.close()  # training ended inside the window: the trace is still written
-  hook.close()
-  assert traces == [('start', str(tmp_path)), ('stop',)]
-
-
-def test_profile_failure_is_logged_not_raised(monkeypatch, tmp_path, caplog):
-  def fail(logdir):
-    raise RuntimeError('no profiler here')
-  monkeypatch.setattr(jax.profiler, 'start_trace', fail)
-  hook = hooks.Profile(logdir=str(tmp_path), num_steps=1, first_step=1)
-  with caplog.at_level(logging.INFO):
-    for step in (1, 2, 3):
-      hook(step)
-    hook.close()
-  assert 'could not start profiling' in caplog.text
-
-
-def test_create_hooks_follows_the_config(tmp_path):
-  config = config_lib.demo_config()
-  hooks = hooks.create_hooks(config, str(tmp_path), Recorder())
-  assert [type(h) for h in hooks] == [hooks.ReportProgress]
-  config.train.profile_steps = 3
-  hooks = hooks.create_hooks(config, str(tmp_path), Recorder())
-  assert [type(h) for h in hooks] == [hooks.ReportProgress, hooks.Profile]
