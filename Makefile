@@ -37,10 +37,10 @@ $(PY):
 	$(PY) -m pip install --upgrade pip
 
 # Runtime: pinned versions from requirements.txt, then the package itself (editable, no deps:
-# they are the pins just installed).
+# they are the pins just installed; quiet, so that no build-backend notice floods `make demo`).
 $(RUNTIME_STAMP): requirements.txt pyproject.toml | $(PY)
 	$(PY) -m pip install -r requirements.txt
-	$(PY) -m pip install --no-deps -e .
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 # Tests: the `test` extra of pyproject.toml (pytest, notebook runner, MedPy, torch, shellcheck,

@@ -7,36 +7,38 @@ checkpoints, TensorBoard events, `history.jsonl`, `training_curve.png`, and the 
 in `eval/synthetic_lesions/test/step_<N>/` (`metrics.json`, `per_image.csv`, `overlays/`);
 prints the test metrics and where the outputs are. Rerunning resumes (or, when training is
 complete, only re-evaluates).
+
+Errors and exit status as every entry point (`sgdc_jax.run.cli`): one line `error: ...`,
+2 user error, 3 non-finite loss, 4 workdir unusable (e.g. another training holds it).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
+from typing import Any, Sequence
 
 import sgdc_jax  # noqa: F401  (sets XLA flags before jax initialises)
+from absl import app, flags
 
 from sgdc_jax.run import config as config_lib
-from sgdc_jax.run import evaluate, experiment, train
+from sgdc_jax.run import cli, evaluate, experiment, train
 from sgdc_jax.run import outputs
 
+DEFAULT_WORKDIR = "runs/demo"
 
-def main(argv=None):
-  """Trains and evaluates the demo; exits non-zero on failure."""
-  parser = argparse.ArgumentParser(description="SGDC demo on synthetic lesions")
-  parser.add_argument("--workdir", default="runs/demo", help="output directory")
-  args = parser.parse_args(argv)
-  workdir = args.workdir
+
+def define_flags() -> dict[str, Any]:
+  """Defines the command-line flags (only when run as a script)."""
+  return {"workdir": flags.DEFINE_string("workdir", DEFAULT_WORKDIR, "Output directory.")}
+
+
+def run_demo(workdir: str) -> None:
+  """Trains and evaluates the demo in `workdir`, printing the test metrics and timings."""
   config = config_lib.demo_config()
   experiment.enable_compilation_cache(config)
   start = time.time()
-  try:
-    train.train_and_evaluate(config, workdir)
-  except (config_lib.ConfigError, train.NonFiniteLossError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2 if isinstance(e, config_lib.ConfigError) else 3)
+  train.train_and_evaluate(config, workdir)
   train_time = time.time() - start
   summary = evaluate.evaluate_checkpoint(config, workdir)
   total = time.time() - start
@@ -47,5 +49,12 @@ def main(argv=None):
         f"{total - train_time:.0f} s)")
 
 
+def main(argv: Sequence[str], holders: dict[str, Any]) -> None:  # pylint: disable=unused-argument
+  """absl entry point; user errors print one message and exit non-zero."""
+  cli.log_warnings_only()  # the demo's lines once, on stdout (-v 0 shows absl INFO too)
+  cli.run(lambda: run_demo(holders["workdir"].value))
+
+
 if __name__ == "__main__":
-  main()
+  _holders = define_flags()
+  app.run(lambda argv: main(argv, _holders), flags_parser=cli.parse_flags)

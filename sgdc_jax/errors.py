@@ -10,6 +10,9 @@ Exit status of every entry point (`main`, `demo`, `prepare`, `ablation`, `diagno
   3  the training loss became NaN or Inf (the last good checkpoint is kept)
   4  the workdir cannot be used: another training holds it, it was trained with another model
      config, or no checkpoint in it restores
+  130 interrupted (Ctrl-C) where the command says what it leaves behind (`prepare`)
+
+One line `error: ...` on stderr, no traceback unless `SGDC_DEBUG=1` (see `sgdc_jax.run.cli`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 EXIT_USER_ERROR = 2
 EXIT_NON_FINITE = 3
 EXIT_WORKDIR = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 # Set to 1 to get the Python traceback as well as the one-line message.
 DEBUG_ENV = 'SGDC_DEBUG'
 

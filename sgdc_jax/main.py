@@ -7,12 +7,13 @@ Several processes (multi-host GPU/TPU, or loopback tests) are detected from the 
 (`experiment.multiprocess_from_env`); `jax.distributed.initialize()` is then called before
 anything touches the devices.
 
-User errors print one line, `error: ...`, without a traceback (`SGDC_DEBUG=1` adds it; see
-`sgdc_jax.run.cli`). Exit status:
+Paths typed on the command line (`--workdir`, `--config=`, the config's path fields) may start
+with `~` or hold `$VARS` (`sgdc_jax.paths`). User errors print one line, `error: ...`, without a
+traceback (`SGDC_DEBUG=1` adds it; see `sgdc_jax.run.cli`). Exit status:
   0  done (also when the workdir is already at train.num_steps: nothing to train);
-  2  invalid flags or config (unknown field, missing or broken config file, bad value, missing
-     `model.pretrained` file or unreadable weights) or another user error (no checkpoint to
-     evaluate or predict with, unusable predict folders);
+  2  invalid flags, arguments or config (unknown field, missing or broken config file, bad
+     value, missing `model.pretrained` file or unreadable weights) or another user error (no
+     checkpoint to evaluate or predict with, unusable predict folders);
   3  non-finite loss (training stopped; the last good checkpoint is kept);
   4  workdir busy (another training holds its lock) or no intact checkpoint to resume from.
 """
@@ -35,10 +36,8 @@ _MODE = flags.DEFINE_enum("mode", "train", list(config_lib.MODES), "What to run.
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
+def main(argv):  # pylint: disable=unused-argument  (cli.parse_flags refuses extra arguments)
   """absl entry point: runs the selected mode; user errors exit with one message."""
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   cli.run(lambda: _run(_CONFIG.value, _WORKDIR.value, _MODE.value))
 
 

@@ -333,10 +333,9 @@ def define_flags() -> dict[str, Any]:
   }
 
 
-def main(argv: Sequence[str], holders: dict[str, Any]) -> None:
-  """absl entry point; user errors print one message and exit non-zero (see `sgdc_jax.run.cli`)."""
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+def main(argv: Sequence[str], holders: dict[str, Any]) -> None:  # pylint: disable=unused-argument
+  """absl entry point (`cli.parse_flags` refuses extra arguments and expands the paths); user
+  errors print one message and exit non-zero (see `sgdc_jax.run.cli`)."""
   values = {k: h.value for k, h in holders.items()}
   cli.run(lambda: _main(values))
 

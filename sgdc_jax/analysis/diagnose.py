@@ -337,9 +337,9 @@ def _main(values: dict[str, Any]) -> None:
     print(f"[diagnose] outputs: {result['output_dir']}")
 
 
-def main(argv: Sequence[str], holders: dict[str, Any]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+def main(argv: Sequence[str], holders: dict[str, Any]) -> None:  # pylint: disable=unused-argument
+  """absl entry point (`cli.parse_flags` refuses extra arguments and expands the paths); user
+  errors print one message and exit non-zero (see `sgdc_jax.run.cli`)."""
   values = {k: h.value for k, h in holders.items()}
   cli.run(lambda: _main(values))
 

@@ -18,8 +18,9 @@ by an interrupted run are removed (a lock file keeps two runs on one data set ap
 end it prints the split sizes, colour conversions, ignored files and, for thresholded masks,
 the ambiguous mask pixels per split.
 
-User errors print one line `prepare failed: ...` and exit with status 1; set SGDC_DEBUG=1 for
-the traceback.
+Paths may start with `~` or hold `$VARS` (`sgdc_jax.paths`; expanded when the flags are
+parsed). Errors as every entry point (`sgdc_jax.run.cli`): one line `error: ...`, exit status 2
+for a user error, 130 when interrupted; set SGDC_DEBUG=1 for the traceback.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
+from sgdc_jax.run import cli
 from sgdc_jax.data import builders
 from sgdc_jax.data import image_io
 from sgdc_jax.data.builders import _common
@@ -42,7 +44,8 @@ from sgdc_jax.data.builders import folder as folder_lib
 FOLDER = 'folder'
 DATASET_NAMES = sorted(builders.DATASET_NAMES + [FOLDER])
 LOCK_FILE = '.prepare.lock'
-DEBUG_ENV = 'SGDC_DEBUG'
+INTERRUPTED = ('prepare interrupted; nothing was marked prepared, and the next run removes the '
+               'partial output')
 
 
 def _builders_for(dataset: str, data_dir: str | None, name: str | None,
@@ -168,8 +171,6 @@ def prepare(dataset: str,
       lists the expected layout); bad input files (the message names the file); changed
       manual dir; another prepare of the same data set running.
   """
-  manual_dir = os.path.expanduser(manual_dir) if manual_dir else manual_dir
-  data_dir = os.path.expanduser(data_dir) if data_dir else data_dir
   if dataset == FOLDER and folder_options is None and manual_dir:
     folder_options = folder_lib.folder_options_from_flags(manual_dir, None, None, None, None, None)
   results = {}
@@ -280,8 +281,7 @@ def run(flag_values) -> str:
     if not flag_values.manual_dir:
       raise ValueError('--dataset=folder needs --manual_dir=DIR (your images and masks)')
     folder_options = folder_lib.folder_options_from_flags(
-        os.path.expanduser(flag_values.manual_dir),
-        *(getattr(flag_values, f) for f in _FOLDER_FLAGS))
+        flag_values.manual_dir, *(getattr(flag_values, f) for f in _FOLDER_FLAGS))
   elif given:
     raise ValueError(f'--{", --".join(given)} apply to --dataset=folder only')
   tfds.display_progress_bar(True)
@@ -310,24 +310,12 @@ def _end_progress_output() -> None:
   sys.stderr.flush()
 
 
-def main(argv: Sequence[str]) -> None:
-  """Entry point of `python -m sgdc_jax.data.prepare`."""
-  debug = os.environ.get(DEBUG_ENV, '') not in ('', '0')
-  try:
-    if len(argv) > 1:
-      raise ValueError(f'unexpected arguments {argv[1:]}; all options are --flag=value')
-    print(run(flags.FLAGS))
-  except (ValueError, OSError) as e:
-    if debug:
-      raise
-    sys.exit(f'prepare failed: {e}\n(set {DEBUG_ENV}=1 for the traceback)')
-  except KeyboardInterrupt:
-    if debug:
-      raise
-    sys.exit('prepare interrupted; nothing was marked prepared, and the next run removes the '
-             'partial output')
+def main(argv: Sequence[str]) -> None:  # pylint: disable=unused-argument
+  """Entry point of `python -m sgdc_jax.data.prepare` (`cli.parse_flags` refuses extra
+  arguments and expands the path flags)."""
+  cli.run(lambda: print(run(flags.FLAGS)), interrupted=INTERRUPTED)
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -12,7 +12,9 @@ sync service: every process reaches the same save step); with one, a local SIGTE
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
 import os
 import signal
@@ -27,6 +29,32 @@ from absl import flags
 from sgdc_jax.run import checkpoint_recovery, sharding
 
 BEST_METRIC = "val_dice"
+# Orbax's warning on opening any read-only manager (eval, predict, diagnose): the mode we asked
+# for, not a problem, printed twice per run without this filter.
+_READ_ONLY_NOTICE = "Given directory is read only"
+
+
+class _DropMessage(logging.Filter):
+  """Drops the log records whose message template starts with `prefix`."""
+
+  def __init__(self, prefix: str):
+    super().__init__()
+    self.prefix = prefix
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(self.prefix)
+
+
+@contextlib.contextmanager
+def _without_log_message(prefix: str, logger: str = "absl"):
+  """Silences one message of `logger` (absl's Python logger, which Orbax logs to) while the
+  block runs; every other message passes."""
+  drop = _DropMessage(prefix)
+  logging.getLogger(logger).addFilter(drop)
+  try:
+    yield
+  finally:
+    logging.getLogger(logger).removeFilter(drop)
 
 
 def _use_distributed_barriers() -> None:
@@ -85,11 +113,15 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     if jax.process_count() > 1:
       _use_distributed_barriers()
+    # Read-only: the save interval Orbax would otherwise reset (and warn about) is 0 already.
     options = ocp.CheckpointManagerOptions(
         best_fn=_best_metric, best_mode="max", preservation_policy=retention_policy(keep_best),
-        create=not read_only, read_only=read_only, enable_async_checkpointing=True)
-    self._mngr = ocp.CheckpointManager(self.directory, options=options,
-                                       item_names=("state", "data", checkpoint_recovery.FINGERPRINT_ITEM))
+        create=not read_only, read_only=read_only, enable_async_checkpointing=True,
+        save_interval_steps=0 if read_only else 1)
+    with _without_log_message(_READ_ONLY_NOTICE):
+      self._mngr = ocp.CheckpointManager(
+          self.directory, options=options,
+          item_names=("state", "data", checkpoint_recovery.FINGERPRINT_ITEM))
 
   def save(self, step: int, state: Any, data_iter: Any = None,
            metrics: Optional[dict[str, float]] = None) -> None:

@@ -1,14 +1,23 @@
-"""Shared plumbing of the command-line entry points (`sgdc_jax.main`, `sgdc_jax.analysis.ablation`).
+"""How every command-line entry point talks to its user: flags in, one error line out.
 
-A user error (bad flag, unknown config field, missing or broken config file, invalid config,
-missing checkpoint or weights file) ends the command with ONE line on stderr, `error: ...`, and
-a non-zero exit status instead of a Python traceback; `SGDC_DEBUG=1` prints the traceback too.
+Used by `sgdc_jax.main`, `sgdc_jax.demo`, `sgdc_jax.data.prepare`, `sgdc_jax.analysis.ablation`
+and `sgdc_jax.analysis.diagnose`:
 
-    app.run(main, flags_parser=cli.parse_flags)   # flag and config-file errors
+    app.run(main, flags_parser=cli.parse_flags)   # flag and config-file errors; paths expanded
     cli.run(lambda: ...)                           # errors raised while running
 
-Exit status: 0 done, 2 invalid flags/config or other user error, 3 non-finite loss, 4 workdir
-busy (another training holds its lock) or no intact checkpoint to resume from.
+A user error (bad flag, unknown config field, missing or broken config file, invalid config,
+missing checkpoint or weights file, busy workdir, ...) ends the command with ONE line on
+stderr, `error: ...` (a config error lists its problems on the lines after it), and the exit
+status of `sgdc_jax.errors` (2 user error, 3 non-finite loss, 4 workdir unusable; 130 when
+interrupted with a message). No traceback, unless `SGDC_DEBUG=1`, which prints it before the
+message. An error that is not a user error (a bug) keeps its traceback.
+
+`parse_flags` also expands `~` and `$VARS` in every path the user typed (`sgdc_jax.paths`):
+the config file of `--config=`, the path fields of every parsed config, and the path flags.
+
+Nothing here imports the run machinery (train, evaluate, ...): only `sgdc_jax.errors` and
+`sgdc_jax.paths`.
 """
 from __future__ import annotations
 
@@ -16,19 +25,31 @@ import os
 import re
 import sys
 import traceback
-from typing import Callable, NoReturn, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
-from absl import flags
+from absl import flags, logging
+# `is_config_flag` is meant for users of the library but not exported by its package.
+from ml_collections.config_flags.config_flags import is_config_flag
 
-from sgdc_jax.errors import (DEBUG_ENV, EXIT_CODES, EXIT_NON_FINITE,  # noqa: F401
-                             EXIT_USER_ERROR, EXIT_WORKDIR)
+from sgdc_jax import paths
+from sgdc_jax.errors import (DEBUG_ENV, EXIT_CODES, EXIT_INTERRUPTED,  # noqa: F401
+                             EXIT_NON_FINITE, EXIT_USER_ERROR, EXIT_WORKDIR, exit_code)
 
 
-def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
-  """Prints `error: message` (and the active traceback with SGDC_DEBUG=1) and exits."""
-  if os.environ.get(DEBUG_ENV) and sys.exc_info()[0] is not None:
-    traceback.print_exc()
-  print(f'error: {message}', file=sys.stderr)
+def debug() -> bool:
+  """Whether `SGDC_DEBUG` asks for tracebacks (set and not '0')."""
+  return os.environ.get(DEBUG_ENV, '') not in ('', '0')
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR,
+         error: Optional[BaseException] = None) -> NoReturn:
+  """Prints `error: message` and exits with `code`; with SGDC_DEBUG=1 the traceback of `error`
+  (default: the exception being handled) comes first."""
+  error = error if error is not None else sys.exc_info()[1]
+  if debug() and error is not None:
+    traceback.print_exception(type(error), error, error.__traceback__)
+  sys.stderr.flush()
+  print(f'error: {message}', file=sys.stderr, flush=True)
   sys.exit(code)
 
 
@@ -58,9 +79,35 @@ def _config_load_error(value) -> BaseException | None:
   return None
 
 
+def _is_config_flag(name: str) -> bool:
+  return name in flags.FLAGS and is_config_flag(flags.FLAGS[name])
+
+
+def _expand_config_files(argv: Sequence[str]) -> list[str]:
+  """`argv` with the path of each `--<config flag>=PATH` expanded: the file is read while the
+  flags are parsed. (`--config PATH` needs nothing: the shell expands a word-initial `~`.)"""
+  out = []
+  for arg in argv:
+    name, eq, value = arg[2:].partition('=') if arg.startswith('--') else ('', '', '')
+    out.append(f'--{name}={paths.expand(value)}' if eq and _is_config_flag(name) else arg)
+  return out
+
+
+def _expand_parsed_paths() -> None:
+  """Expands the path flags (`paths.FLAG_NAMES`) and the path fields of every config flag."""
+  for name in list(flags.FLAGS):
+    flag = flags.FLAGS[name]
+    if is_config_flag(flag):
+      if flag.value is not None:
+        paths.expand_config(flag.value)
+    elif name in paths.FLAG_NAMES and isinstance(flag.value, str):
+      flag.value = paths.expand(flag.value)
+
+
 def parse_flags(argv: Sequence[str]) -> list[str]:
-  """absl `flags_parser`: parses `argv`; a flag or config-file error ends the command with one
-  message (exit 2)."""
+  """absl `flags_parser`: parses `argv` and expands the paths in it; a flag or config-file
+  error, or an argument that is not a flag, ends the command with one message (exit 2)."""
+  argv = _expand_config_files(argv)
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:
@@ -75,14 +122,34 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     error = _config_load_error(flags.FLAGS[name].value)
     if error is not None:
       # ml_collections lists every path it tried; the last line holds the cause.
-      fail(f'--{name}: cannot load the config file: {str(error).strip().splitlines()[-1].strip()}')
+      fail(f'--{name}: cannot load the config file: {str(error).strip().splitlines()[-1].strip()}',
+           error=error)
+  if len(rest) > 1:
+    fail(f'unexpected arguments {rest[1:]}: all options are --flag=value '
+         f'(--helpshort lists the flags)')
+  _expand_parsed_paths()
   return rest
 
 
-def run(body: Callable[[], None]) -> None:
-  """Runs `body`; a user error (see `EXIT_CODES`) ends the command with one message."""
+def log_warnings_only() -> None:
+  """Shows absl (and so library) log messages from WARNING up, unless `--verbosity`/`-v` was
+  given: `app.run` otherwise logs INFO to stderr, which repeats every `sgdc_jax.log` line."""
+  if 'verbosity' in flags.FLAGS and not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+
+
+def run(body: Callable[[], None], *, interrupted: Optional[str] = None) -> None:
+  """Runs `body`; a user error (`errors.exit_code` is not None) ends the command with one
+  message and its exit status. With `interrupted`, Ctrl-C ends it with that message (exit
+  130) instead of a traceback."""
   try:
     body()
-  except tuple(c for classes, _ in EXIT_CODES for c in classes) as e:
-    code = next(code for classes, code in EXIT_CODES if isinstance(e, classes))
+  except KeyboardInterrupt:
+    if interrupted is None:
+      raise
+    fail(interrupted, EXIT_INTERRUPTED)
+  except Exception as e:  # pylint: disable=broad-except  (re-raised unless a user error)
+    code = exit_code(e)
+    if code is None:
+      raise
     fail(str(e), code)

@@ -8,7 +8,9 @@ other sections are defined here, each followed by its rules in `RULES`.
 
 `validate_config` collects every problem (unknown or missing field, wrong type, impossible value
 such as a batch size the devices cannot split, a missing dataset directory) and raises one
-`ConfigError` whose message lists them, each naming the field.
+`ConfigError` whose message lists them, each naming the field. Path fields
+(`sgdc_jax.paths.CONFIG_FIELDS`) are used as given: the command line expands `~` and `$VARS`
+in them when it parses the config (`sgdc_jax.run.cli.parse_flags`).
 """
 
 from __future__ import annotations
@@ -258,7 +260,7 @@ def validate_config(config: ml_collections.ConfigDict, *, mode: str = "train",
   if is_int(size) and (size < 32 or size % 32):
     problems.append(f"data.image_size: {size} must be a multiple of 32 (encoder stride)")
   data_dir = config.data.data_dir
-  if data_dir and not os.path.isdir(os.path.expanduser(data_dir)):
+  if data_dir and not os.path.isdir(data_dir):
     problems.append(f"data.data_dir: directory {data_dir!r} does not exist")
   if not problems and config.data.name != pipeline.SYNTHETIC:
     problems.extend(_check_dataset(config, mode))

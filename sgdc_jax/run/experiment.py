@@ -1,10 +1,11 @@
 """What every mode (train, eval, predict) builds from a config: processes, compilation cache,
 mesh, model, optimizer, the abstract (shape + sharding) train state, and restoring it.
 
-Nothing here trains or evaluates; `sgdc_jax.run.train`, `sgdc_jax.run.evaluate` and `sgdc_jax.run.predict`
-call these pieces. `build` materialises nothing: the state is described by `jax.eval_shape`, then
-either created already sharded (`init_state`, training) or restored from a checkpoint into that
-layout (`restore_for_inference`), so eval/predict never initialise weights they overwrite.
+Nothing here trains or evaluates; `sgdc_jax.run.train`, `sgdc_jax.run.evaluate` and
+`sgdc_jax.run.predict` call these pieces. `build` materialises nothing: the state is described
+by `jax.eval_shape`, then either created already sharded (`init_state`, training) or restored
+from a checkpoint into that layout (`restore_for_inference`), so eval/predict never initialise
+weights they overwrite.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def enable_compilation_cache(config: ml_collections.ConfigDict) -> str:
   Returns:
     The cache directory: `config.compilation_cache_dir`, or `default_cache_dir()` when ''.
   """
-  directory = os.path.expanduser(config.compilation_cache_dir or default_cache_dir())
+  directory = config.compilation_cache_dir or default_cache_dir()
   jax.config.update("jax_compilation_cache_dir", directory)
   return directory
 

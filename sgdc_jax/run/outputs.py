@@ -20,10 +20,29 @@ import numpy as np
 # matplotlib backend (a notebook importing the package keeps its inline plots).
 from matplotlib.figure import Figure
 
+from sgdc_jax import metrics as metrics_lib
 from sgdc_jax.run.inference import ScoredImage
 
-SUMMARY_KEYS = ("dice", "iou", "hd95", "assd", "accuracy", "sensitivity", "specificity",
-                "precision")
+# Every per-image metric, in `metrics.METRIC_NAMES` order (dice, iou, hd95, assd, nsd,
+# boundary_iou, accuracy, ...).
+SUMMARY_KEYS = tuple(metrics_lib.METRIC_NAMES)
+# Metrics in pixels (2 decimals and 'px'); the others are ratios in [0, 1] (4 decimals).
+PIXEL_METRICS = ("hd95", "assd")
+
+
+def format_metric(name: str, value: Any) -> str:
+  """`value` of metric `name` for a log line: '0.8123' for a ratio, '10.59 px' for a distance
+  (`PIXEL_METRICS`); 'n/a' when missing."""
+  if value is None:
+    return "n/a"
+  if name in PIXEL_METRICS:
+    return f"{float(value):.2f} px"
+  return f"{float(value):.4f}"
+
+
+def format_metrics(mean: dict[str, Any], names: tuple[str, ...]) -> str:
+  """'dice 0.8123, hd95 10.59 px, ...' for the `names` present in `mean`."""
+  return ", ".join(f"{k} {format_metric(k, mean[k])}" for k in names if k in mean)
 
 
 def eval_dir(workdir: str, dataset: str, split: str, step: int) -> str:
@@ -126,7 +145,8 @@ def print_summary(summary: dict[str, Any], out_dir: str) -> None:
   print(f"{summary.get('split', '')} metrics over {summary['n_images']} images "
         f"(checkpoint step {summary.get('checkpoint_step')}):")
   for k in (k for k in SUMMARY_KEYS if k in mean):
-    print(f"  {k:12s} {mean[k]:.4f} +- {summary['std'][k]:.4f}")
+    digits, unit = (2, " px") if k in PIXEL_METRICS else (4, "")
+    print(f"  {k:12s} {mean[k]:.{digits}f} +- {summary['std'][k]:.{digits}f}{unit}")
   print(f"  empty masks: {summary.get('empty')}; HD95 convention: {summary.get('hd95_convention')}")
   print(f"outputs: {os.path.join(out_dir, 'metrics.json')}, "
         f"{os.path.join(out_dir, 'per_image.csv')}, {os.path.join(out_dir, 'overlays')}/")

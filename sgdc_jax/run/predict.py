@@ -1,8 +1,9 @@
 """`--mode=predict`: segment a folder of images with the best checkpoint.
 
 Each readable image (`sgdc_jax.data.image_io`: the package's one decoder and extension list;
-16-bit images are scaled to 8 bit) is resized and normalised by the evaluation pipeline's own
-transform (`pipeline.EvalTransform`), run through the network in batches of
+16-bit images are scaled to 8 bit) is resized and normalised as the evaluation pipeline does it
+(`preprocess`: `transforms.resize_pair` + `transforms.normalise` with `data.image_size`,
+`data.mean`, `data.std`), run through the network in batches of
 `config.predict.batch_size` (the last batch padded), and its probabilities are resized back to
 the original size. Outputs in `config.predict.output_dir`: `<stem>.png` (binary: 0/255;
 multi-class: the class label per pixel) and, with `config.predict.save_probabilities`,
@@ -34,7 +35,8 @@ from sgdc_jax.run import experiment, inference
 from sgdc_jax import log
 from sgdc_jax.run import sharding as shd
 from sgdc_jax.run import workdir as workdir_lib
-from sgdc_jax.data import image_io, pipeline
+from sgdc_jax.data import image_io
+from sgdc_jax.data import transforms
 
 
 @dataclasses.dataclass
@@ -139,9 +141,14 @@ def read_image(path: str) -> np.ndarray:
 
 
 def preprocess(image: np.ndarray, data_config: ml_collections.ConfigDict) -> np.ndarray:
-  """The eval pipeline's transform of one image: uint8 (H, W, 3) -> float32 (S, S, 3)."""
-  example = {"image": image, "mask": np.zeros(image.shape[:2], np.uint8)}
-  return pipeline.EvalTransform([example], data_config, where="predict").map(0)["image"]
+  """The eval pipeline's image steps (`pipeline.EvalTransform`: bilinear resize of the whole
+  image to `data.image_size`, then `normalise` with `data.mean`/`data.std`) on one decoded
+  image: uint8 (H, W, 3) -> float32 (H', W', 3). The mask the resize also takes is a dummy."""
+  size = data_config.image_size
+  size = (int(size), int(size)) if np.ndim(size) == 0 else tuple(int(v) for v in size)
+  image, _ = transforms.resize_pair(image, np.zeros(image.shape[:2], np.uint8), size,
+                                    where="predict")
+  return transforms.normalise(image, tuple(data_config.mean), tuple(data_config.std))
 
 
 def _write(out_dir: str, stem: str, probs: np.ndarray, num_classes: int,

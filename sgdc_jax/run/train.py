@@ -38,6 +38,9 @@ from sgdc_jax.run import train_state as ts
 from sgdc_jax.data import pipeline
 from sgdc_jax.errors import NonFiniteLossError
 
+# The validation figures of the log line ('step N: val dice 0.8123, hd95 10.59 px, ...').
+VAL_LOG_METRICS = ("dice", "iou", "hd95", "nsd", "boundary_iou")
+
 LossFn = Callable[[dict[str, jax.Array], dict[str, jax.Array]], tuple[jax.Array, dict[str, Any]]]
 
 
@@ -343,7 +346,7 @@ def _train_loop(config, workdir, exp, p_train_step, grain_iter, *, step_callback
         mean = last_val["mean"]
         writer.write_scalars(step, {f"val_{k}": v for k, v in mean.items()
                                     if isinstance(v, (int, float))})
-        log.log(f"step {step}: val dice {mean.get('dice'):.4f} hd95 {mean.get('hd95')}")
+        log.log(f"step {step}: val " + outputs.format_metrics(mean, VAL_LOG_METRICS))
         val_metrics = {checkpointing.BEST_METRIC: float(mean["dice"])}
       if do_save:
         ckpt.save(step, state, batches, metrics=val_metrics)

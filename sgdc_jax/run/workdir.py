@@ -15,7 +15,9 @@ eval, predict or a run that failed its config check. On resume (and before eval/
 restore a checkpoint) the current config is compared with it: fields that change the saved
 state (`STATE_FIELDS`) give one error listing each as
 `model.encoder: 'resnet50' (workdir) vs 'resnet18' (now)`; other differences (num_steps,
-log_every, the data dir, ...) are allowed and logged.
+log_every, the data dir, ...) are allowed and logged, except the settings of how an eval or
+predict run reads and writes (`UNREPORTED_FIELDS`: `predict.*`, which checkpoint, overlays, eval
+batch size, the compilation cache), which never concern the trained model.
 
 Eval and predict write their resolved config beside their outputs (`write_run_config`), never
 over the record.
@@ -160,6 +162,11 @@ _STATE_SWITCHES = {
     "optimizer.grad_clip_norm": ("clipping on/off changes the optimizer state", lambda v: v > 0),
 }
 STATE_FIELDS = ("model.*",) + tuple(_STATE_SWITCHES)
+# Fields that say how an eval/predict run reads and writes (or where compiled programs are
+# cached), never how the checkpoints were trained: their differences are not reported.
+# A name ending in '.' covers its section.
+UNREPORTED_FIELDS = ("predict.", "eval.checkpoint", "eval.overlays", "eval.batch_size",
+                     "compilation_cache_dir")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,6 +261,10 @@ def read_training_config(workdir: str) -> Optional[dict[str, Any]]:
   return data
 
 
+def _unreported(path: str) -> bool:
+  return any(path.startswith(f) if f.endswith(".") else path == f for f in UNREPORTED_FIELDS)
+
+
 def _classify(path: str, recorded: Any, current: Any) -> tuple[bool, str]:
   """`(blocking, why)` for a differing field."""
   if path in _STATE_SWITCHES:
@@ -270,7 +281,8 @@ def compare_training_config(config: ml_collections.ConfigDict,
                             workdir: str) -> Optional[ConfigComparison]:
   """Differences between the workdir's training record and `config`, or None without record.
 
-  Fields are dotted paths; a field missing on one side shows as '(absent)'.
+  Fields are dotted paths; a field missing on one side shows as '(absent)'. Fields in
+  `UNREPORTED_FIELDS` are not compared.
   """
   recorded = read_training_config(workdir)
   if recorded is None:
@@ -279,7 +291,7 @@ def compare_training_config(config: ml_collections.ConfigDict,
   blocking, allowed = [], []
   for path in sorted(set(old) | set(new)):
     a, b = old.get(path, _ABSENT), new.get(path, _ABSENT)
-    if a == b:
+    if a == b or _unreported(path):
       continue
     is_blocking, why = _classify(path, a, b)
     (blocking if is_blocking else allowed).append(FieldDiff(path, a, b, why))

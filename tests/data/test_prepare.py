@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 from sgdc_jax.data import prepare as prepare_lib
 from sgdc_jax.data.builders import folder as folder_lib
 from sgdc_jax.data.prepare import prepare
+from sgdc_jax.run import cli
 from test_builders import write_ph2
 from test_folder import write_plain
 
@@ -31,9 +32,10 @@ def _cli(args, env=None):
 
 
 def _one_clear_line(run, *needles):
-  assert run.returncode == 1, (run.returncode, run.stderr[-2000:])
+  # The convention of every entry point (sgdc_jax.run.cli): exit 2, one `error: ...` line.
+  assert run.returncode == cli.EXIT_USER_ERROR, (run.returncode, run.stderr[-2000:])
   assert 'Traceback' not in run.stderr, run.stderr[-3000:]
-  failed = [line for line in run.stderr.splitlines() if line.startswith('prepare failed: ')]
+  failed = [line for line in run.stderr.splitlines() if line.startswith('error: ')]
   assert len(failed) == 1, run.stderr[-3000:]
   for needle in needles:
     assert needle in run.stderr, run.stderr[-3000:]
@@ -92,7 +94,7 @@ def _run_on_terminal(args, cols=TERMINAL_COLS):
       break
     out += chunk
   os.close(master)
-  assert proc.wait(timeout=300) == 1
+  assert proc.wait(timeout=300) == cli.EXIT_USER_ERROR
   return out.decode(errors='replace')
 
 
@@ -130,10 +132,10 @@ def test_error_mid_preparation_is_on_a_clean_line(tmp_path):
                            f'--data_dir={tmp_path / "d"}'])
   assert 'Generating splits' in text  # the bars were on the terminal
   rows = _screen(text)
-  failed = [row for row in rows if 'prepare failed:' in row]
-  assert len(failed) == 1 and failed[0].startswith('prepare failed: mask '), rows
+  failed = [row for row in rows if 'error:' in row]
+  assert len(failed) == 1 and failed[0].startswith('error: mask '), rows
   assert 'tr2.png has size 23x20' in failed[0]
-  before, after = text[:text.index('prepare failed:')], text[text.index('prepare failed:'):]
+  before, after = text[:text.index('error:')], text[text.index('error:'):]
   assert before.endswith('\n'), repr(before[-300:])  # its own line, also in a captured log
   assert '\x1b' not in after and 'it/s' not in after and '%|' not in after, repr(after)
 
@@ -150,8 +152,9 @@ def test_open_progress_bars_are_closed_before_the_error(capsys):
 
 
 def test_debug_env_shows_the_traceback():
-  run = _cli(['--dataset=isic2019'], env={prepare_lib.DEBUG_ENV: '1'})
-  assert run.returncode != 0 and 'Traceback' in run.stderr and 'unknown dataset' in run.stderr
+  run = _cli(['--dataset=isic2019'], env={cli.DEBUG_ENV: '1'})
+  assert run.returncode == cli.EXIT_USER_ERROR and 'Traceback' in run.stderr
+  assert run.stderr.rstrip().splitlines()[-1].startswith('error: unknown dataset')
 
 
 # ----------------------------------------------------------------------------- changed files

@@ -1,4 +1,5 @@
 """User errors at the entry points end with one `error: ...` line and a documented exit status."""
+import fcntl
 import os
 import re
 import subprocess
@@ -10,7 +11,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from sgdc_jax.run import cli, config as config_lib, train
+from sgdc_jax import metrics as metrics_lib
+from sgdc_jax.run import cli, config as config_lib, outputs, train
 from sgdc_jax.run import checkpoint_recovery, workdir as workdir_lib
 from sgdc_jax.models import resnet_convert
 
@@ -118,8 +120,11 @@ def test_state_dict_depth_from_keys():
 
 
 def _cli(module, *args, env=None):
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", **(env or {}))
+  """Runs `python -m module args` (SGDC_DEBUG unset unless `env` sets it)."""
+  extra = env or {}
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
   env.pop(cli.DEBUG_ENV, None)
+  env.update(extra)
   return subprocess.run([sys.executable, "-m", module, *args], env=env, cwd=REPO,
                         capture_output=True, text=True, timeout=300)
 
@@ -162,3 +167,91 @@ def test_num_steps_at_checkpoint_says_nothing_to_train(tmp_path):
   """)
   assert "workdir already at step 2 >= train.num_steps=2: nothing to train" in result["out"]
   assert result["step"] == 2
+
+
+def _holding_training_lock(workdir):
+  """Takes `workdir`'s training lock as another training would (released when closed)."""
+  os.makedirs(workdir, exist_ok=True)
+  f = open(os.path.join(workdir, workdir_lib.LOCK_FILE), "a+", encoding="utf-8")
+  fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  return f
+
+
+# Every entry point, one bad input each; the paths are typed with `~` (HOME is a temporary
+# folder), so the message also shows that they reached the code expanded.
+ERROR_CASES = {
+    "main": (("sgdc_jax.main", "--config=configs/demo.py", "--workdir=~/run", "--mode=eval"),
+             cli.EXIT_USER_ERROR, "no checkpoints in {home}/run/checkpoints"),
+    "demo": (("sgdc_jax.demo", "--workdir=~/run"), cli.EXIT_WORKDIR,
+             "workdir {home}/run is in use by another training"),
+    "prepare": (("sgdc_jax.data.prepare", "--dataset=ph2", "--manual_dir=~/nothing",
+                 "--data_dir=~/tfds"), cli.EXIT_USER_ERROR, "{home}/nothing"),
+    "ablation": (("sgdc_jax.analysis.ablation", "--config=~/nope.py", "--workdir=~/abl"),
+                 cli.EXIT_USER_ERROR,
+                 "--config: cannot load the config file: [Errno 2] No such file or directory: "
+                 "'{home}/nope.py'"),
+    "diagnose": (("sgdc_jax.analysis.diagnose", "--workdir=~/nope"), cli.EXIT_USER_ERROR,
+                 "--workdir: {home}/nope is not a directory"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", sorted(ERROR_CASES))
+def test_every_entry_point_reports_one_error_line(command, tmp_path):
+  args, code, expected = ERROR_CASES[command]
+  home = tmp_path / "home"
+  home.mkdir()
+  expected = expected.format(home=home)
+  lock = _holding_training_lock(str(home / "run"))  # another training (used by the demo case)
+  try:
+    quiet = _cli(*args, env={"HOME": str(home)})
+    debug = _cli(*args, env={"HOME": str(home), cli.DEBUG_ENV: "1"})
+  finally:
+    lock.close()
+  errors = [line for line in quiet.stderr.splitlines() if line.startswith("error: ")]
+  assert quiet.returncode == code, (quiet.returncode, quiet.stderr[-3000:])
+  assert len(errors) == 1 and expected in errors[0], quiet.stderr[-3000:]
+  assert "Traceback" not in quiet.stderr, quiet.stderr[-3000:]
+  assert not os.path.exists(os.path.join(REPO, "~"))  # no folder named '~' was made
+  assert debug.returncode == code, debug.stderr[-3000:]
+  assert "Traceback" in debug.stderr and expected in debug.stderr, debug.stderr[-3000:]
+  # The traceback first, the one-line message last.
+  assert debug.stderr.index("Traceback") < debug.stderr.index("error: "), debug.stderr[-3000:]
+
+
+def test_eval_summary_shows_every_headline_metric_rounded(capsys):
+  rows = [dict(dice=0.81234567, iou=0.7, hd95=10.587908482229658, assd=2.25, nsd=0.6,
+               boundary_iou=0.5, accuracy=0.9, sensitivity=0.8, specificity=0.95,
+               precision=0.85),
+          dict(dice=0.7, iou=0.6, hd95=4.0, assd=1.0, nsd=0.7, boundary_iou=0.4, accuracy=0.8,
+               sensitivity=0.7, specificity=0.9, precision=0.75)]
+  summary = metrics_lib.summarize(rows)
+  summary.update(split="test", checkpoint_step=150)
+  outputs.print_summary(summary, "/out")
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0] == "test metrics over 2 images (checkpoint step 150):"
+  shown = {line.split()[0]: line for line in lines[1:] if line.startswith("  ")}
+  assert set(metrics_lib.METRIC_NAMES) <= set(shown)  # NSD and Boundary IoU included
+  assert shown["dice"] == "  dice         0.7562 +- 0.0562"
+  assert shown["hd95"] == "  hd95         7.29 +- 3.29 px"
+  assert shown["boundary_iou"] == "  boundary_iou 0.4500 +- 0.0500"
+  # The validation log line of the training loop uses the same rounding.
+  assert outputs.format_metrics(summary["mean"], train.VAL_LOG_METRICS) == (
+      "dice 0.7562, iou 0.6500, hd95 7.29 px, nsd 0.6500, boundary_iou 0.4500")
+
+
+def test_interrupt_with_a_message_and_debug_zero(capsys, monkeypatch):
+  def body():
+    raise KeyboardInterrupt
+  monkeypatch.setenv(cli.DEBUG_ENV, "0")  # '0' is off, as unset
+  with pytest.raises(SystemExit) as e:
+    cli.run(body, interrupted="prepare interrupted; the next run cleans up")
+  assert e.value.code == cli.EXIT_INTERRUPTED == 130
+  assert capsys.readouterr().err == "error: prepare interrupted; the next run cleans up\n"
+  with pytest.raises(KeyboardInterrupt):  # without a message: Python's own handling
+    cli.run(body)
+  monkeypatch.setenv(cli.DEBUG_ENV, "1")
+  with pytest.raises(SystemExit):
+    cli.run(lambda: (_ for _ in ()).throw(ValueError("bad value")))
+  err = capsys.readouterr().err
+  assert "Traceback" in err and err.endswith("error: bad value\n")

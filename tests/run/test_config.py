@@ -103,7 +103,8 @@ def test_config_files_overlay_the_package_base():
   for name in CONFIGS:
     with open(os.path.join(REPO, "configs", f"{name}.py")) as f:
       text = f.read()
-    assert "from sgdc_jax import config as base" in text and "spec_from_file_location" not in text
+    assert ("from sgdc_jax.run import config as base" in text
+            and "spec_from_file_location" not in text)
   assert load("demo").to_dict() == cv.demo_config().to_dict()
   assert load("default").to_dict() == cv.get_config().to_dict()
 

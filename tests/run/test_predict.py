@@ -1,12 +1,16 @@
 """Prediction on a folder: masks at the original size; unreadable files reported and skipped."""
 
 import os
+import re
 
 import sgdc_jax  # noqa: F401  (XLA flags before jax)
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
+from sgdc_jax.data import pipeline
+from sgdc_jax.run import config as config_lib
 from sgdc_jax.run import predict
 
 from test_train import run_script  # pylint: disable=wrong-import-order
@@ -154,21 +158,65 @@ def test_predict_folder_with_unreadable_file(tmp_path):
   os.makedirs(tmp_path / "in" / "sub")
   work, out = str(tmp_path / "work"), str(tmp_path / "out")
   result = run_script(f"""
-    from sgdc_jax.run import train, predict
+    import contextlib, io, logging
+    from sgdc_jax.run import evaluate, outputs, train, predict
+
+    class Warnings(logging.Handler):  # what absl (Orbax, ...) would print as warnings
+      def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines = []
+      def emit(self, record):
+        self.lines.append(record.getMessage())
+
+    def captured(fn):
+      out, warnings = io.StringIO(), Warnings()
+      logging.getLogger('absl').addHandler(warnings)
+      try:
+        with contextlib.redirect_stdout(out):
+          fn()
+      finally:
+        logging.getLogger('absl').removeHandler(warnings)
+      return out.getvalue(), warnings.lines
+
     c = tiny_config()
     c.data.num_workers = 0
     c.train.num_steps = 2
-    train.train_and_evaluate(c, {work!r})
+    train_out, _ = captured(lambda: train.train_and_evaluate(c, {work!r}))
+    def evaluate_and_print():
+      summary = evaluate.evaluate_checkpoint(c, {work!r})
+      outputs.print_summary(summary, summary['output_dir'])
+    eval_out, eval_warnings = captured(evaluate_and_print)
     c.predict.input_dir = {str(tmp_path / 'in')!r}
     c.predict.output_dir = {out!r}
     c.predict.save_probabilities = True
     c.predict.batch_size = 2          # 5 readable images: two full and one padded batch
-    r = predict.predict_folder(c, {work!r})
+    c.eval.checkpoint = 'latest'      # how predict reads: not a difference worth a word
+    c.eval.overlays = 0
+    runs = []
+    predict_out, predict_warnings = captured(
+        lambda: runs.append(predict.predict_folder(c, {work!r})))
+    r = runs[0]
     print('RESULT' + json.dumps({{'written': [os.path.basename(p) for p in r.written],
         'unreadable': [os.path.basename(p) for p, _ in r.unreadable],
         'ignored': [os.path.basename(p) for p in r.skipped_non_image],
-        'folders': [os.path.basename(p) for p in r.skipped_folders]}}))
+        'folders': [os.path.basename(p) for p in r.skipped_folders],
+        'train_out': train_out, 'eval_out': eval_out, 'predict_out': predict_out,
+        'warnings': eval_warnings + predict_warnings}}))
   """)
+  # Quiet runs: no warning about the read-only checkpoint folder eval and predict open, no
+  # report of predict/eval output settings differing from the training config, figures rounded.
+  assert result["warnings"] == [], result["warnings"]
+  assert "differs" not in result["predict_out"] and "differs" not in result["eval_out"], (
+      result["predict_out"])
+  assert re.search(r"^step 2: val dice \d\.\d{4}, iou \d\.\d{4}, hd95 \d+\.\d{2} px, "
+                   r"nsd \d\.\d{4}, boundary_iou \d\.\d{4}$", result["train_out"], re.M), (
+                       result["train_out"])
+  for name in ("dice", "iou", "nsd", "boundary_iou"):
+    assert re.search(rf"^  {name} +\d\.\d{{4}} \+- \d\.\d{{4}}$", result["eval_out"], re.M), (
+        name, result["eval_out"])
+  for name in ("hd95", "assd"):
+    assert re.search(rf"^  {name} +\d+\.\d{{2}} \+- \d+\.\d{{2}} px$", result["eval_out"],
+                     re.M), (name, result["eval_out"])
   # a.jpg and a.png share a stem and a.jpg.png's stem is a.jpg: each gets its own mask, and
   # the log counts what was written.
   names = {"a.jpg": "a.jpg", "a.jpg.png": "a.jpg.png", "a.png": "a.png", "b.jpg": "b",
@@ -190,3 +238,20 @@ def test_predict_folder_with_unreadable_file(tmp_path):
     assert clear.any()
     np.testing.assert_array_equal((prob >= 128)[clear], (mask > 0)[clear])
   assert not os.path.exists(os.path.join(out, "broken.png"))
+
+
+@pytest.mark.parametrize("image_size", [64, (48, 80)])
+def test_preprocess_is_the_eval_pipelines_transform(image_size):
+  """`predict.preprocess` (the transforms called directly) gives what the eval pipeline gives
+  for the same decoded image."""
+  data = config_lib.get_config().data.to_dict()
+  data.update(image_size=image_size, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+  data = ml_collections.ConfigDict(data)
+  rng = np.random.default_rng(0)
+  for shape in ((50, 70, 3), (64, 64, 3), (33, 45, 3)):
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    example = {"image": image, "mask": np.zeros(shape[:2], np.uint8)}
+    expected = pipeline.EvalTransform([example], data).map(0)["image"]
+    got = predict.preprocess(image, data)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)

@@ -195,3 +195,25 @@ def test_a_failed_broadcast_releases_the_lock(tmp_path):
       pass
   with workdir_lib.training_lock(str(tmp_path)):   # not left held
     pass
+
+
+def test_eval_and_predict_settings_are_not_reported(tmp_path, capsys):
+  """Settings of how eval/predict read and write never concern the trained model: predict
+  does not report them as differences from the training config."""
+  workdir = str(tmp_path)
+  workdir_lib.record_training_config(_config(), workdir)
+  now = _config(predict__input_dir="/in", predict__output_dir="/out", predict__batch_size=2,
+                predict__save_probabilities=True, eval__checkpoint="latest", eval__overlays=0,
+                eval__batch_size=4)
+  now.compilation_cache_dir = "/cache"
+  comparison = workdir_lib.check_training_config(now, workdir, action="predict")
+  assert comparison.blocking == [] and comparison.allowed == []
+  assert "differs" not in capsys.readouterr().out
+  # Settings that change what the model is scored on or the training still are.
+  now.eval.use_ema = False
+  now.train.num_steps = 5
+  comparison = workdir_lib.check_training_config(now, workdir, action="predict")
+  assert [d.path for d in comparison.allowed] == ["eval.use_ema", "train.num_steps"]
+  out = capsys.readouterr().out
+  assert "predict: config differs from the workdir's training config in 2 field(s)" in out
+  assert "predict." not in out.replace("predict: ", "")
