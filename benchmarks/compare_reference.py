@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from reference_loader import load_reference
+from sgdc_jax import paths
 from sgdc_jax.models.convert import torch_state_dict_to_flax
 
 
@@ -71,7 +72,7 @@ def compare_sge(ref_cls, b, deep_shape, shallow_shape, rng):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--reference_dir', required=True)
+  parser.add_argument('--reference_dir', required=True, type=paths.expand)  # `=~/...` too
   args = parser.parse_args()
   ref_sgdc, ref_sge = load_reference(args.reference_dir)
   rng = np.random.default_rng(0)
