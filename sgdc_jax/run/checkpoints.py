@@ -29,9 +29,11 @@ from absl import flags
 from sgdc_jax.run import checkpoint_recovery, sharding
 
 BEST_METRIC = "val_dice"
-# Orbax's warning on opening any read-only manager (eval, predict, diagnose): the mode we asked
-# for, not a problem, printed twice per run without this filter.
+# Orbax's warnings about what this module does on purpose, silenced where it does it: opening a
+# read-only manager (eval, predict, diagnose), and periodic or preemption saves without
+# validation metrics (`OnlyWithMetrics` ranks only the validated ones).
 _READ_ONLY_NOTICE = "Given directory is read only"
+_NO_METRICS_NOTICE = "Requested `tracked_metric`; did not provide metrics"
 
 
 class _DropMessage(logging.Filter):
@@ -46,9 +48,12 @@ class _DropMessage(logging.Filter):
 
 
 @contextlib.contextmanager
-def _without_log_message(prefix: str, logger: str = "absl"):
+def _without_log_message(prefix: Optional[str], logger: str = "absl"):
   """Silences one message of `logger` (absl's Python logger, which Orbax logs to) while the
-  block runs; every other message passes."""
+  block runs; every other message passes. `prefix=None` silences nothing."""
+  if prefix is None:
+    yield
+    return
   drop = _DropMessage(prefix)
   logging.getLogger(logger).addFilter(drop)
   try:
@@ -134,7 +139,8 @@ class Checkpointer:
     items[checkpoint_recovery.FINGERPRINT_ITEM] = checkpoint_recovery.fingerprint_save_args(state)
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-    self._mngr.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+    with _without_log_message(_NO_METRICS_NOTICE if metrics is None else None):
+      self._mngr.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
   def latest_step(self) -> Optional[int]:
     """Most recent saved step, or None."""

@@ -181,7 +181,7 @@ def test_predict_folder_with_unreadable_file(tmp_path):
     c = tiny_config()
     c.data.num_workers = 0
     c.train.num_steps = 2
-    train_out, _ = captured(lambda: train.train_and_evaluate(c, {work!r}))
+    train_out, train_warnings = captured(lambda: train.train_and_evaluate(c, {work!r}))
     def evaluate_and_print():
       summary = evaluate.evaluate_checkpoint(c, {work!r})
       outputs.print_summary(summary, summary['output_dir'])
@@ -201,10 +201,11 @@ def test_predict_folder_with_unreadable_file(tmp_path):
         'ignored': [os.path.basename(p) for p in r.skipped_non_image],
         'folders': [os.path.basename(p) for p in r.skipped_folders],
         'train_out': train_out, 'eval_out': eval_out, 'predict_out': predict_out,
-        'warnings': eval_warnings + predict_warnings}}))
+        'warnings': train_warnings + eval_warnings + predict_warnings}}))
   """)
-  # Quiet runs: no warning about the read-only checkpoint folder eval and predict open, no
-  # report of predict/eval output settings differing from the training config, figures rounded.
+  # Quiet runs: no Orbax warning about the read-only checkpoint folder eval and predict open or
+  # about the periodic saves without metrics (checkpoint_every=1), no report of predict/eval
+  # output settings differing from the training config, figures rounded.
   assert result["warnings"] == [], result["warnings"]
   assert "differs" not in result["predict_out"] and "differs" not in result["eval_out"], (
       result["predict_out"])
