@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sgdc_jax.ops import image
+import numpy_reference as ref
 
 
 def test_adaptive_avg_pool_uses_pytorchs_overlapping_bins():
@@ -33,3 +34,10 @@ def test_sobel_magnitude_of_a_ramp_and_its_gradient_at_zero():
   np.testing.assert_allclose(mag[0, 1:-1, 1:-1, 0], 2 * 8.0)  # 2 channels x Sobel gain 8
   grad = jax.grad(lambda t: image.sobel_magnitude(t).sum())(jnp.zeros((1, 4, 4, 1)))
   assert np.all(np.isfinite(np.asarray(grad)))  # guarded sqrt: no NaN where gx = gy = 0
+
+
+def test_resize_matches_pytorch_formula_both_directions():
+  x = np.random.default_rng(5).normal(size=(1, 6, 9, 3)).astype(np.float32)
+  for out in [(12, 18), (13, 5), (3, 4), (6, 9)]:
+    np.testing.assert_allclose(np.asarray(image.resize_bilinear(jnp.asarray(x), out)),
+                               ref.resize_bilinear(x.astype(float), *out), rtol=1e-5, atol=1e-6)
