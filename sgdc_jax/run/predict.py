@@ -36,7 +36,7 @@ from sgdc_jax import log
 from sgdc_jax.run import sharding as shd
 from sgdc_jax.run import workdir as workdir_lib
 from sgdc_jax.data import image_io
-from sgdc_jax.data import transforms
+from sgdc_jax.data import pipeline
 
 
 @dataclasses.dataclass
@@ -140,15 +140,11 @@ def read_image(path: str) -> np.ndarray:
   return image_io.read_rgb(path)
 
 
-def preprocess(image: np.ndarray, data_config: ml_collections.ConfigDict) -> np.ndarray:
-  """The eval pipeline's image steps (`pipeline.EvalTransform`: bilinear resize of the whole
-  image to `data.image_size`, then `normalise` with `data.mean`/`data.std`) on one decoded
-  image: uint8 (H, W, 3) -> float32 (H', W', 3). The mask the resize also takes is a dummy."""
-  size = data_config.image_size
-  size = (int(size), int(size)) if np.ndim(size) == 0 else tuple(int(v) for v in size)
-  image, _ = transforms.resize_pair(image, np.zeros(image.shape[:2], np.uint8), size,
-                                    where="predict")
-  return transforms.normalise(image, tuple(data_config.mean), tuple(data_config.std))
+def preprocess(image: np.ndarray, data_config: ml_collections.ConfigDict,
+               where: str = "predict") -> np.ndarray:
+  """The eval pipeline's preprocessing (`pipeline.preprocess_eval`, the function its loader
+  applies per example) of one decoded image: uint8 (H, W, 3) -> float32 (S, S, 3)."""
+  return pipeline.preprocess_eval(image, None, data_config, where=where)["image"]
 
 
 def _write(out_dir: str, stem: str, probs: np.ndarray, num_classes: int,
@@ -231,7 +227,7 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
       report.unreadable.append((path, str(e)))
       log.log(f"predict: cannot read {path}: {e}; skipped")
       continue
-    pending.append((path, image.shape[:2], preprocess(image, config.data)))
+    pending.append((path, image.shape[:2], preprocess(image, config.data, path)))
     if len(pending) == batch_size:
       flush()
   flush()

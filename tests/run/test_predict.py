@@ -243,7 +243,7 @@ def test_predict_folder_with_unreadable_file(tmp_path):
 
 @pytest.mark.parametrize("image_size", [64, (48, 80)])
 def test_preprocess_is_the_eval_pipelines_transform(image_size):
-  """`predict.preprocess` (the transforms called directly) gives what the eval pipeline gives
+  """`predict.preprocess` (`pipeline.preprocess_eval`) gives what the eval pipeline gives
   for the same decoded image."""
   data = config_lib.get_config().data.to_dict()
   data.update(image_size=image_size, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
