@@ -42,6 +42,7 @@ from sgdc_jax.run import cli, experiment, inference
 from sgdc_jax.run import outputs
 from sgdc_jax.run import config as config_lib
 from sgdc_jax import metrics as metrics_lib
+from sgdc_jax.modules.sgdc import recording_diagnostics
 from sgdc_jax.run import sharding as shd
 from sgdc_jax.run import workdir as workdir_lib
 
@@ -129,7 +130,8 @@ def branch_norms(exp: experiment.Experiment, variables: dict[str, Any], split: s
   """Per block: mean over the split's images of `||branch1|| / ||x||` and
   `||branch2|| / ||x + branch1||` (the 'diagnostics' the SGDC blocks sow)."""
   def fn(v, images):
-    _, state = exp.model.apply(v, images, train=False, mutable=['diagnostics'])
+    with recording_diagnostics():  # inside the traced function: the flag is read when tracing
+      _, state = exp.model.apply(v, images, train=False, mutable=['diagnostics'])
     return state['diagnostics']
   sown_fn = jax.jit(fn, out_shardings=shd.data_sharding(exp.mesh))
   sums: dict[str, dict[str, float]] = {}

@@ -1,7 +1,9 @@
 """Structurally-Guided Dynamic Convolution block (SGDC), docs/design.md sections 3 and 4."""
 from __future__ import annotations
 
-from typing import Any, Optional
+import contextlib
+import contextvars
+from typing import Any, Iterator, Optional
 
 import flax.linen as nn
 import jax
@@ -13,6 +15,32 @@ from sgdc_jax.ops.image import adaptive_avg_pool, resize_bilinear
 
 KERNEL_SOURCES = ('structure', 'pooled', 'none')
 
+# Whether SGDC blocks sow their branch norms (read while a block is traced, not when a jitted
+# function runs): off by default, so that `mutable=True` (or `nnx.bridge.ToNNX`) never gains a
+# 'diagnostics' collection that grows on every call.
+_RECORDING = contextvars.ContextVar('sgdc_recording_diagnostics', default=False)
+
+
+@contextlib.contextmanager
+def recording_diagnostics(enabled: bool = True) -> Iterator[None]:
+  """Within this context the SGDC blocks sow per-image squared norms `(B,)` of their input,
+  residual branches and mid-point ('input_sq', 'branch1_sq', 'mid_sq', 'branch2_sq') into the
+  'diagnostics' collection, when the caller makes it mutable:
+
+      def fn(variables, images):
+        with recording_diagnostics():  # inside the traced function: jit caches traces
+          _, state = model.apply(variables, images, mutable=['diagnostics'])
+        return state['diagnostics']
+
+  The flag is read at trace time, so enter it inside the function that `jax.jit` traces (a
+  trace cached without it would not record). Outside it nothing is recorded.
+  """
+  token = _RECORDING.set(enabled)
+  try:
+    yield
+  finally:
+    _RECORDING.reset(token)
+
 
 def _conv1x1(features: int, dtype: Any, name: str) -> nn.Conv:
   return nn.Conv(features, (1, 1), use_bias=True, dtype=dtype, name=name)
@@ -23,6 +51,8 @@ class SGDC(nn.Module):
 
   Call as `y = SGDC(dim).apply(variables, x, guidance, deterministic=True)`; with
   `deterministic=False` and `drop_path > 0`, pass `rngs={'dropout': key}`.
+  Within `recording_diagnostics()` and with `mutable=['diagnostics']` it also sows its
+  branch norms; otherwise it records nothing (even with `mutable=True`).
 
   Attributes:
     dim: channels C of `x` (checked against the input).
@@ -126,9 +156,10 @@ class SGDC(nn.Module):
 
 
 def _sow_sq_norm(module: nn.Module, name: str, value: jax.Array) -> None:
-  """Records the per-image squared norm `(B,)` of `value` in the 'diagnostics' collection
-  (a no-op unless the caller makes that collection mutable, and at `init`, whose variables
-  would otherwise carry it; see `sgdc_jax.analysis.diagnose`)."""
-  if module.is_mutable_collection('diagnostics') and not module.is_initializing():
+  """Records the per-image squared norm `(B,)` of `value` in the 'diagnostics' collection:
+  only within `recording_diagnostics()`, when the caller makes that collection mutable, and
+  not at `init`, whose variables would otherwise carry it (see `sgdc_jax.analysis.diagnose`)."""
+  if (_RECORDING.get() and module.is_mutable_collection('diagnostics')
+      and not module.is_initializing()):
     module.sow('diagnostics', name,
                jnp.sum(jnp.square(value.astype(jnp.float32)), axis=(1, 2, 3)))

@@ -10,6 +10,7 @@ import pytest
 from sgdc_jax.run import config as config_lib
 from sgdc_jax.analysis import diagnose, knockouts
 from sgdc_jax.models import build_model
+from sgdc_jax.modules.sgdc import recording_diagnostics
 from test_sgdc_net import fast_init, images, tiny_config
 
 
@@ -133,7 +134,8 @@ def test_sown_branch_norms_and_layer_scale_stats():
   x = images(2, seed=6)
   model = build_model(tiny_config(n_blocks=1))
   variables = _variables(model, x)
-  out, state = model.apply(variables, x, train=False, mutable=['diagnostics'])
+  with recording_diagnostics():
+    out, state = model.apply(variables, x, train=False, mutable=['diagnostics'])
   np.testing.assert_array_equal(np.asarray(out['logits']),
                                 np.asarray(model.apply(variables, x, train=False)['logits']))
   assert 'diagnostics' not in jax.eval_shape(lambda: model.init(jax.random.key(0), x,
@@ -142,7 +144,8 @@ def test_sown_branch_norms_and_layer_scale_stats():
   assert set(sown) == {'input_sq', 'branch1_sq', 'mid_sq', 'branch2_sq'}
   assert all(v[0].shape == (2,) for v in sown.values())
   knocked = knockouts.knocked_variables(variables, 'blocks_off')
-  _, zero = model.apply(knocked, x, train=False, mutable=['diagnostics'])
+  with recording_diagnostics():
+    _, zero = model.apply(knocked, x, train=False, mutable=['diagnostics'])
   z = zero['diagnostics']['sgdc0']
   assert not np.asarray(z['branch1_sq'][0]).any() and not np.asarray(z['branch2_sq'][0]).any()
   np.testing.assert_allclose(np.asarray(z['input_sq'][0]), np.asarray(z['mid_sq'][0]), rtol=1e-6)
