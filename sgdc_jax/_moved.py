@@ -21,7 +21,6 @@ MOVED = {
     'sgdc_jax.boundary': 'sgdc_jax.ops.boundary',
     'sgdc_jax.checkpoint_recovery': 'sgdc_jax.run.checkpoint_recovery',
     'sgdc_jax.checkpointing': 'sgdc_jax.run.checkpoints',
-    'sgdc_jax.cli': 'sgdc_jax.run.cli',
     'sgdc_jax.config': 'sgdc_jax.run.config',
     'sgdc_jax.convert': 'sgdc_jax.models.convert',
     'sgdc_jax.diagnose': 'sgdc_jax.analysis.diagnose',

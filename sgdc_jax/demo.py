@@ -8,7 +8,7 @@ in `eval/synthetic_lesions/test/step_<N>/` (`metrics.json`, `per_image.csv`, `ov
 prints the test metrics and where the outputs are. Rerunning resumes (or, when training is
 complete, only re-evaluates).
 
-Errors and exit status as every entry point (`sgdc_jax.run.cli`): one line `error: ...`,
+Errors and exit status as every entry point (`sgdc_jax.cli`): one line `error: ...`,
 2 user error, 3 non-finite loss, 4 workdir unusable (e.g. another training holds it).
 """
 
@@ -22,7 +22,8 @@ import sgdc_jax  # noqa: F401  (sets XLA flags before jax initialises)
 from absl import app, flags
 
 from sgdc_jax.run import config as config_lib
-from sgdc_jax.run import cli, evaluate, experiment, train
+from sgdc_jax import cli
+from sgdc_jax.run import evaluate, experiment, train
 from sgdc_jax.run import outputs
 
 DEFAULT_WORKDIR = "runs/demo"

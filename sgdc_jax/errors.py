@@ -1,7 +1,7 @@
 """The errors a command reports to its user, and the exit status each one ends with.
 
 The bottom of the package: every layer raises these, only the command-line layer
-(`sgdc_jax.run.cli`) turns them into one `error: ...` line and an exit status.
+(`sgdc_jax.cli`) turns them into one `error: ...` line and an exit status.
 
 Exit status of every entry point (`main`, `demo`, `prepare`, `ablation`, `diagnose`):
 
@@ -12,7 +12,7 @@ Exit status of every entry point (`main`, `demo`, `prepare`, `ablation`, `diagno
      config, or no checkpoint in it restores
   130 interrupted (Ctrl-C) where the command says what it leaves behind (`prepare`)
 
-One line `error: ...` on stderr, no traceback unless `SGDC_DEBUG=1` (see `sgdc_jax.run.cli`).
+One line `error: ...` on stderr, no traceback unless `SGDC_DEBUG=1` (see `sgdc_jax.cli`).
 """
 
 from __future__ import annotations

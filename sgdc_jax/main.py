@@ -9,7 +9,7 @@ anything touches the devices.
 
 Paths typed on the command line (`--workdir`, `--config=`, the config's path fields) may start
 with `~` or hold `$VARS` (`sgdc_jax.paths`). User errors print one line, `error: ...`, without a
-traceback (`SGDC_DEBUG=1` adds it; see `sgdc_jax.run.cli`). Exit status:
+traceback (`SGDC_DEBUG=1` adds it; see `sgdc_jax.cli`). Exit status:
   0  done (also when the workdir is already at train.num_steps: nothing to train);
   2  invalid flags, arguments or config (unknown field, missing or broken config file, bad
      value, missing `model.pretrained` file or unreadable weights) or another user error (no
@@ -26,7 +26,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from sgdc_jax.run import config as config_lib
-from sgdc_jax.run import cli, evaluate, experiment, predict, train
+from sgdc_jax import cli
+from sgdc_jax.run import evaluate, experiment, predict, train
 from sgdc_jax.run import outputs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",

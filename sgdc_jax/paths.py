@@ -3,7 +3,7 @@
 A shell expands `~` only at the start of a word, so `--workdir=~/runs` or
 `--config.model.pretrained=~/weights/r50.pth` reach the program with a literal `~`; config files
 may hold such paths too. Every entry point (`main`, `demo`, `prepare`, `ablation`, `diagnose`)
-parses its flags with `sgdc_jax.run.cli.parse_flags`, which passes each path below through
+parses its flags with `sgdc_jax.cli.parse_flags`, which passes each path below through
 `expand` right after parsing (the config file path of `--config=` before it is read). Nothing
 else expands paths: code called from Python takes paths as `open()` does, so a notebook passes
 `os.path.expanduser(...)` itself.
@@ -12,7 +12,7 @@ else expands paths: code called from Python takes paths as `open()` does, so a n
 set environment variables (`os.path.expandvars`; unset ones stay as typed, so the error that
 follows names them). Empty strings (the configs' "not set") stay empty.
 
-This module imports nothing of the package: `sgdc_jax.run.cli` (and tests) use it.
+This module imports nothing of the package: `sgdc_jax.cli` (and tests) use it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from sgdc_jax import paths
-from sgdc_jax.run import cli
+from sgdc_jax import cli
 from sgdc_jax.run import config as config_lib
 
 PACKAGE = os.path.dirname(os.path.abspath(sgdc_jax.__file__))

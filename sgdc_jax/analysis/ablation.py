@@ -16,7 +16,7 @@ the report from all finished runs:
   `structure` against each other source (see `ablation_report`);
 - `ablation.png`: per-source box and strip plots of per-image HD95 and Dice.
 
-`--config.*` overrides apply to every run. Exit status (`sgdc_jax.run.cli`): 0 done, 2 bad flags,
+`--config.*` overrides apply to every run. Exit status (`sgdc_jax.cli`): 0 done, 2 bad flags,
 config or other user error, 3 non-finite loss, 4 workdir busy.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from sgdc_jax.analysis import report
-from sgdc_jax.run import cli
+from sgdc_jax import cli
 from sgdc_jax.run import config as config_lib
 from sgdc_jax.analysis import diagnose
 from sgdc_jax.run import evaluate, experiment, train
@@ -335,7 +335,7 @@ def define_flags() -> dict[str, Any]:
 
 def main(argv: Sequence[str], holders: dict[str, Any]) -> None:  # pylint: disable=unused-argument
   """absl entry point (`cli.parse_flags` refuses extra arguments and expands the paths); user
-  errors print one message and exit non-zero (see `sgdc_jax.run.cli`)."""
+  errors print one message and exit non-zero (see `sgdc_jax.cli`)."""
   values = {k: h.value for k, h in holders.items()}
   cli.run(lambda: _main(values))
 

@@ -21,7 +21,7 @@ resolution, with the ordinary scorer (`inference.Scorer`):
 
 Outputs: `RUN/diagnose/<data.name>/<split>/step_<N>/`: `diagnose.json`, `diagnose.md`, and
 `intact/`, `<knock-out>/` folders with `per_image.csv` + `metrics.json` as `--mode=eval` writes.
-Exit status as `sgdc_jax.main` (`sgdc_jax.run.cli`).
+Exit status as `sgdc_jax.main` (`sgdc_jax.cli`).
 """
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from sgdc_jax.analysis import report as ablation_report, knockouts
-from sgdc_jax.run import cli, experiment, inference
+from sgdc_jax import cli
+from sgdc_jax.run import experiment, inference
 from sgdc_jax.run import outputs
 from sgdc_jax.run import config as config_lib
 from sgdc_jax import metrics as metrics_lib
@@ -341,7 +342,7 @@ def _main(values: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str], holders: dict[str, Any]) -> None:  # pylint: disable=unused-argument
   """absl entry point (`cli.parse_flags` refuses extra arguments and expands the paths); user
-  errors print one message and exit non-zero (see `sgdc_jax.run.cli`)."""
+  errors print one message and exit non-zero (see `sgdc_jax.cli`)."""
   values = {k: h.value for k, h in holders.items()}
   cli.run(lambda: _main(values))
 

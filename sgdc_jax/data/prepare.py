@@ -19,7 +19,7 @@ end it prints the split sizes, colour conversions, ignored files and, for thresh
 the ambiguous mask pixels per split.
 
 Paths may start with `~` or hold `$VARS` (`sgdc_jax.paths`; expanded when the flags are
-parsed). Errors as every entry point (`sgdc_jax.run.cli`): one line `error: ...`, exit status 2
+parsed). Errors as every entry point (`sgdc_jax.cli`): one line `error: ...`, exit status 2
 for a user error, 130 when interrupted; set SGDC_DEBUG=1 for the traceback.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
-from sgdc_jax.run import cli
+from sgdc_jax import cli
 from sgdc_jax.data import builders
 from sgdc_jax.data import image_io
 from sgdc_jax.data.builders import _common

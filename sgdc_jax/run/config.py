@@ -10,7 +10,7 @@ other sections are defined here, each followed by its rules in `RULES`.
 such as a batch size the devices cannot split, a missing dataset directory) and raises one
 `ConfigError` whose message lists them, each naming the field. Path fields
 (`sgdc_jax.paths.CONFIG_FIELDS`) are used as given: the command line expands `~` and `$VARS`
-in them when it parses the config (`sgdc_jax.run.cli.parse_flags`).
+in them when it parses the config (`sgdc_jax.cli.parse_flags`).
 """
 
 from __future__ import annotations

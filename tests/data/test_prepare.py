@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from sgdc_jax.data import prepare as prepare_lib
 from sgdc_jax.data.builders import folder as folder_lib
 from sgdc_jax.data.prepare import prepare
-from sgdc_jax.run import cli
+from sgdc_jax import cli
 from test_builders import write_ph2
 from test_folder import write_plain
 
@@ -32,7 +32,7 @@ def _cli(args, env=None):
 
 
 def _one_clear_line(run, *needles):
-  # The convention of every entry point (sgdc_jax.run.cli): exit 2, one `error: ...` line.
+  # The convention of every entry point (sgdc_jax.cli): exit 2, one `error: ...` line.
   assert run.returncode == cli.EXIT_USER_ERROR, (run.returncode, run.stderr[-2000:])
   assert 'Traceback' not in run.stderr, run.stderr[-3000:]
   failed = [line for line in run.stderr.splitlines() if line.startswith('error: ')]

@@ -12,7 +12,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from sgdc_jax import metrics as metrics_lib
-from sgdc_jax.run import cli, config as config_lib, outputs, train
+from sgdc_jax import cli
+from sgdc_jax.run import config as config_lib, outputs, train
 from sgdc_jax.run import checkpoint_recovery, workdir as workdir_lib
 from sgdc_jax.models import resnet_convert
 
