@@ -49,14 +49,16 @@ def create_train_iterator(data_config, global_batch_size: int, seed: int, proces
     process_index, process_count: default to `jax.process_index()` / `jax.process_count()`.
 
   Returns:
-    A `grain.DatasetIterator` yielding {'image': float32 (b, S, S, 3) normalised,
-    'mask': int32 (b, S, S), 'edge': uint8 (b, S, S)} with b = global_batch_size /
-    process_count; `get_state()` (`{'next_batch': k}`, JSON) / `set_state(state)` resume at
+    A `grain.DatasetIterator` yielding {'image': float32 (b, H, W, 3) normalised,
+    'mask': int32 (b, H, W), 'edge': uint8 (b, H, W)} with b = global_batch_size /
+    process_count and (H, W) = `data.image_size`, or `data.crop_size` when
+    `data.train_mode='patch'` (windows at the stored resolution, any stored sizes);
+    `get_state()` (`{'next_batch': k}`, JSON) / `set_state(state)` resume at
     the exact next batch, with any `num_workers` / `read_threads` (`ResumableBatches`).
 
   Raises:
     ValueError: batch size not divisible by the process count, bad seed, empty split, bad
-      worker / thread settings.
+      worker / thread settings, bad `data.train_mode` / `crop_size` / `scale_jitter`.
   """
   return iter(create_train_dataset(data_config, global_batch_size, seed, process_index,
                                    process_count))

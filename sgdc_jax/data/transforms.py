@@ -237,6 +237,104 @@ def crop_flip_rotate(image, mask: np.ndarray, size, box, hflip: bool, vflip: boo
   return np.asarray(pil_image), np.asarray(pil_mask)
 
 
+def random_patch(rng: np.random.Generator, height: int, width: int, crop, scale=(1.0, 1.0)):
+  """Random `crop` window of the example resized by a random factor (patch training).
+
+  The factor `s` is drawn uniformly from `scale` (no draw for `(1, 1)`); the scaled example
+  has `round(n * s)` (>= 1) pixels along a side of n, i.e. that side's exact factor
+  `s_axis = round(n * s) / n`. Along a side at least `crop` long the window starts at a
+  uniformly drawn whole pixel of the scaled example; along a shorter side the whole side is
+  taken and placed at a uniformly drawn offset of the window (the rest is padding). Draws:
+  `s`, then the row, then the column offset.
+
+  Args:
+    rng: NumPy generator.
+    height, width: stored size of the example, >= 1.
+    crop: `(h, w)` of the window.
+    scale: `(min, max)` of the factor, 0 < min <= max.
+
+  Returns:
+    box: `(x0, y0, x1, y1)` in stored pixels (whole numbers when `s == 1`);
+    content: `(h', w')` pixels the box is resampled to, `min(crop, scaled size)` per side;
+    offset: `(top, left)` of the content in the window (0 along a side that is cut).
+  """
+  factor = rng.uniform(scale[0], scale[1]) if tuple(scale) != (1.0, 1.0) else 1.0
+  box, content, offset = [], [], []
+  for stored, window in ((int(height), int(crop[0])), (int(width), int(crop[1]))):
+    scaled = max(1, int(round(stored * factor)))
+    shift = int(rng.integers(abs(scaled - window) + 1))
+    if scaled >= window:
+      per_pixel = stored / scaled  # stored pixels per scaled pixel
+      box.append((shift * per_pixel, (shift + window) * per_pixel))
+      content.append(window)
+      offset.append(0)
+    else:
+      box.append((0.0, float(stored)))
+      content.append(scaled)
+      offset.append(shift)
+  (y0, y1), (x0, x1) = box
+  return (x0, y0, x1, y1), tuple(content), tuple(offset)
+
+
+def crop_patch(image, mask: np.ndarray, box, size, hflip: bool, vflip: bool,
+               quarter_turns: int, draft: bool = False, where: str = 'image'):
+  """`crop_flip_rotate`, with a box of whole pixels as large as `size` cut out exactly.
+
+  Returns:
+    image uint8 (H', W', 3), mask uint8 (H', W'); (H', W') is `size`, swapped for odd turns.
+  """
+  x0, y0, x1, y1 = box
+  exact = (all(float(v).is_integer() for v in box)
+           and (round(y1 - y0), round(x1 - x0)) == tuple(int(v) for v in size))
+  if exact:
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if isinstance(image, Image.Image):
+      image = _decoded(image, box, size, False, where)[0].crop((x0, y0, x1, y1))
+      image = np.asarray(image)
+    else:
+      image = image[y0:y1, x0:x1]
+    mask, box = mask[y0:y1, x0:x1], None
+    image = np.ascontiguousarray(image)
+    mask = np.ascontiguousarray(mask)
+  return crop_flip_rotate(image, mask, size, box, hflip, vflip, quarter_turns, draft=draft,
+                          where=where)
+
+
+def place_in_window(image: np.ndarray, mask: np.ndarray, window, offset, hflip: bool,
+                    vflip: bool, quarter_turns: int):
+  """Pads flipped/turned content to the flipped/turned window: zero image, background mask.
+
+  Equals padding the content at `offset` of `window` first and then applying
+  `flip_rotate(..., hflip, vflip, quarter_turns)` to the padded pair (the tests check this),
+  so the padding can follow colour jitter and normalisation (zeros = the normalisation mean).
+
+  Args:
+    image: (h', w', C) content after the flips and turns (any dtype; padding is 0).
+    mask: (h', w') content labels after the flips and turns (padding is 0, background).
+    window: `(H, W)` before turning; offset: `(top, left)` of the content in it, before
+      flipping and turning.
+    hflip, vflip, quarter_turns: as applied to the content (see `flip_rotate`).
+
+  Returns:
+    image (H', W', C), mask (H', W'): `window`, swapped for odd turns.
+  """
+  rows, cols = int(window[0]), int(window[1])
+  top, left = int(offset[0]), int(offset[1])
+  height, width = (mask.shape if quarter_turns % 2 == 0 else mask.shape[::-1])
+  if hflip:
+    left = cols - width - left
+  if vflip:
+    top = rows - height - top
+  for _ in range(quarter_turns % 4):  # one counter-clockwise turn: (r, c) -> (W - 1 - c, r)
+    top, left = cols - left - width, top
+    rows, cols, height, width = cols, rows, width, height
+  out_image = np.zeros((rows, cols) + image.shape[2:], image.dtype)
+  out_mask = np.zeros((rows, cols), mask.dtype)
+  out_image[top:top + height, left:left + width] = image
+  out_mask[top:top + height, left:left + width] = mask
+  return out_image, out_mask
+
+
 def flip_rotate(image: np.ndarray, mask: np.ndarray, hflip: bool, vflip: bool, quarter_turns: int):
   """Applies the same flips and `np.rot90` (counter-clockwise) turns to image and mask.
 

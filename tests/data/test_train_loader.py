@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from image_examples import PatternSource
-from pipeline_helpers import IndexSource, decode_ids, small_config, unnormalise
+from pipeline_helpers import (IndexSource, assert_batches_equal, decode_ids, small_config,
+                              unnormalise)
 from sgdc_jax.data import pipeline, sources
 from sgdc_jax.ops.boundary import boundary_target
 
@@ -96,3 +97,73 @@ def test_train_errors():
     pipeline.create_train_iterator(config, 4, seed=0, process_index=2, process_count=2)
   with pytest.raises(ValueError, match='seed'):
     pipeline.create_train_iterator(config, 4, seed=-1, process_index=0, process_count=1)
+
+
+class MixedSizeSource:
+  """Examples of several stored sizes: larger, smaller and equal to a 32 x 64 window,
+  non-square, one of a single pixel. Dark noise with a bright rectangle; mask = bright."""
+  SIZES = ((40, 80), (20, 90), (32, 64), (70, 30), (1, 1), (24, 24))
+
+  def __len__(self):
+    return len(self.SIZES)
+
+  def __getitem__(self, index):
+    h, w = self.SIZES[index]
+    rng = np.random.default_rng(index)
+    image = rng.integers(0, 60, (h, w, 3)).astype(np.uint8)
+    image[h // 4:h // 4 + max(1, h // 2), w // 3:w // 3 + max(1, w // 2)] = 230
+    mask = (image.mean(-1) > 128).astype(np.uint8)
+    return {'image': image, 'mask': mask, 'id': f'mixed_{index}'}
+
+
+def _patch_config(**fields):
+  config = small_config()
+  config.update(dict(train_mode='patch', crop_size=(32, 64), **fields))
+  return config
+
+
+def test_patch_mode_batches_mixed_sizes_at_the_crop_size_and_resume(monkeypatch):
+  monkeypatch.setattr(sources, 'open_source', lambda config, split: MixedSizeSource())
+  config = _patch_config(scale_jitter=(0.75, 1.25))
+  it = pipeline.create_train_iterator(config, 4, seed=2, process_index=0, process_count=1)
+  batches = [next(it) for _ in range(3)]
+  for batch in batches:
+    assert batch['image'].shape == (4, 32, 64, 3) and batch['image'].dtype == np.float32
+    assert batch['mask'].shape == batch['edge'].shape == (4, 32, 64)
+    np.testing.assert_array_equal(batch['edge'], boundary_target(batch['mask'], 2))
+  state = it.get_state()
+  want = next(it)
+  resumed = pipeline.create_train_iterator(config, 4, seed=2, process_index=0, process_count=1)
+  resumed.set_state(state)
+  assert_batches_equal([next(resumed)], [want])
+  again = pipeline.create_train_iterator(config, 4, seed=2, process_index=0, process_count=1)
+  assert_batches_equal([next(again) for _ in range(3)], batches)  # same seed, same crops
+  half = pipeline.create_train_iterator(config, 4, seed=2, process_index=1, process_count=2)
+  assert next(half)['image'].shape == (2, 32, 64, 3)  # per-process batch: global / processes
+
+
+def test_patch_mode_crops_change_between_steps_and_seeds(monkeypatch):
+  monkeypatch.setattr(sources, 'open_source', lambda config, split: PatternSource(1, (90, 120)))
+  config = _patch_config()
+  config.augment.enabled = False
+  it = pipeline.create_train_iterator(config, 2, seed=0, process_index=0, process_count=1)
+  crops = [image for _ in range(3) for image in next(it)['image']]  # one example, 6 steps
+  assert all(not np.array_equal(a, b) for k, a in enumerate(crops) for b in crops[k + 1:])
+  other = pipeline.create_train_iterator(config, 2, seed=1, process_index=0, process_count=1)
+  assert not np.array_equal(next(other)['image'][0], crops[0])
+
+
+def test_patch_mode_keeps_image_and_mask_aligned(monkeypatch):
+  monkeypatch.setattr(sources, 'open_source', lambda config, split: MixedSizeSource())
+  config = _patch_config(scale_jitter=(0.8, 1.2))
+  it = pipeline.create_train_iterator(config, 6, seed=5, process_index=0, process_count=1)
+  padded = 0
+  for _ in range(2):
+    batch = next(it)
+    for image, mask in zip(batch['image'], batch['mask']):
+      content = np.abs(image).sum(-1) > 0  # padding is exactly 0
+      padded += int(not content.all())
+      bright = content & (unnormalise(image).mean(-1) > 0.5)
+      assert mask.any() and not mask[~content].any()
+      assert not np.any((bright != (mask > 0)) & ~boundary_target(mask, width=4).astype(bool))
+  assert padded >= 6  # the smaller examples were padded

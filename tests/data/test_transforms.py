@@ -211,3 +211,66 @@ def test_colour_jitter_uint8_is_the_rounded_float_jitter(strengths):
 def test_colour_jitter_uint8_without_jitter_is_the_identity():
   image = generate(0, 5, 20, 30)['image']
   np.testing.assert_array_equal(T.colour_jitter_uint8(image, np.random.default_rng(0)), image)
+
+
+# --- patch training ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('stored,crop', [((50, 70), (32, 32)), ((32, 32), (32, 32)),
+                                         ((20, 9), (32, 32)), ((40, 100), (64, 32)),
+                                         ((1, 1), (32, 64))])
+def test_random_patch_windows_lie_in_the_image_or_hold_all_of_it(stored, crop):
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    box, content, offset = T.random_patch(rng, *stored, crop)
+    x0, y0, x1, y1 = box
+    for side in range(2):
+      lo, hi, n = (y0, y1, stored[0]) if side == 0 else (x0, x1, stored[1])
+      assert content[side] == min(crop[side], n)
+      assert 0 <= lo < hi <= n and float(lo).is_integer() and hi - lo == content[side]
+      assert 0 <= offset[side] <= crop[side] - content[side]
+      assert offset[side] == 0 or n < crop[side]
+
+
+def test_random_patch_scale_jitter_scales_the_example_within_range():
+  rng = np.random.default_rng(1)
+  sides = set()
+  for _ in range(50):
+    # A side shorter than the window is taken whole: its content is the scaled size.
+    _, content, _ = T.random_patch(rng, 40, 300, (64, 64), (0.75, 1.25))
+    assert 30 <= content[0] <= 50 and content[1] == 64
+    sides.add(content[0])
+    box, content, _ = T.random_patch(rng, 200, 200, (64, 64), (0.5, 2.0))
+    scale = content[1] / (box[2] - box[0])  # output pixels per stored pixel
+    assert 0.5 - 1e-6 <= scale <= 2.0 + 1e-6 and box[2] <= 200 and box[3] <= 200
+  assert len(sides) > 5  # the factor varies
+
+
+def test_place_in_window_equals_padding_then_flipping_and_turning():
+  rng = np.random.default_rng(2)
+  for window, content in (((8, 8), (3, 5)), ((8, 12), (8, 4)), ((6, 6), (6, 2))):
+    for hflip in (False, True):
+      for vflip in (False, True):
+        for turns in range(4) if window[0] == window[1] else (0, 2):
+          top = int(rng.integers(window[0] - content[0] + 1))
+          left = int(rng.integers(window[1] - content[1] + 1))
+          image = rng.uniform(1, 2, content + (3,)).astype(np.float32)
+          mask = rng.integers(1, 3, content).astype(np.uint8)
+          padded = np.zeros(window + (3,), np.float32), np.zeros(window, np.uint8)
+          padded[0][top:top + content[0], left:left + content[1]] = image
+          padded[1][top:top + content[0], left:left + content[1]] = mask
+          want = T.flip_rotate(*padded, hflip, vflip, turns)
+          got = T.place_in_window(*T.flip_rotate(image, mask, hflip, vflip, turns), window,
+                                  (top, left), hflip, vflip, turns)
+          np.testing.assert_array_equal(got[0], want[0])
+          np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_crop_patch_cuts_whole_pixel_windows_exactly_from_arrays_and_bytes():
+  ex = PatternSource(1, size=(40, 56))[0]
+  png = encode(ex['image'], 'PNG')
+  for image in (ex['image'], Image.open(io.BytesIO(png))):
+    got, mask = T.crop_patch(image, ex['mask'], (5, 3, 37, 35), (32, 32), True, False, 1)
+    want = T.flip_rotate(ex['image'][3:35, 5:37], ex['mask'][3:35, 5:37], True, False, 1)
+    np.testing.assert_array_equal(got, want[0])
+    np.testing.assert_array_equal(mask, want[1])
