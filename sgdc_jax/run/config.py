@@ -27,6 +27,7 @@ from sgdc_jax.models import convert
 from sgdc_jax import models
 from sgdc_jax.checks import is_int, is_number
 from sgdc_jax.data import pipeline
+from sgdc_jax.data import data_config as data_config_lib
 from sgdc_jax.errors import ConfigError  # noqa: F401  (raised here, re-exported)
 
 MODES = ("train", "eval", "predict")
@@ -147,6 +148,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "predict.output_dir": _text("a directory path"),
     "predict.save_probabilities": _flag(),
     "predict.batch_size": _at_least(1),
+    "data.train_mode": data_config_lib.rule("train_mode"),
+    "data.crop_size": data_config_lib.rule("crop_size"),
+    "data.scale_jitter": data_config_lib.rule("scale_jitter"),
 }
 
 
