@@ -127,17 +127,21 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False
-               ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array, train: bool = False, with_stem: bool = False
+               ) -> tuple[jax.Array, ...]:
     """Runs the stem and the four stages.
 
     Args:
       x: images `(B, H, W, 3)`; any float dtype (cast to `dtype`).
       train: BatchNorm uses batch statistics and updates 'batch_stats' when True.
+      with_stem: also return `c0`, the stem's conv-BN-ReLU output before the max-pool
+        `(B, ceil(H/2), ceil(W/2), 64)` (SGDCNet's output strides 2 and 1 merge it). The
+        variables are the same either way.
 
     Returns:
       `(c1, c2, c3, c4)` in `dtype`, at strides 4, 8, 16, 32 (ceil division for sizes not
-      divisible by 32), with `stage_channels(depth)` channels.
+      divisible by 32), with `stage_channels(depth)` channels; `(c0, c1, c2, c3, c4)` when
+      `with_stem`.
 
     Raises:
       ValueError: unsupported depth or input not of rank 4.
@@ -150,6 +154,7 @@ class ResNet(nn.Module):
     x = x.astype(self.dtype)
     x = _conv(64, 7, 2, 'conv1', self.dtype)(x)
     x = nn.relu(batch_norm(train, 'bn1', self.dtype)(x))
+    stem = x
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     in_channels = 64
     features = []
@@ -166,4 +171,4 @@ class ResNet(nn.Module):
         x = block(x, train)
         in_channels = out_channels
       features.append(x)
-    return tuple(features)
+    return (stem, *features) if with_stem else tuple(features)

@@ -6,7 +6,12 @@
   SGE(c4, c1) -> edge_logits (B,H/4,W/4,1), guidance (B,H/4,W/4,G)   [not for 'none']
   n_blocks x SGDC(x, guidance)  (guidance=None for 'pooled'/'none': SGDC builds its own context;
        drop-path rates rise linearly from 0 to `drop_path` over the blocks)
-  head: conv3x3-BN-ReLU (D), conv1x1 (bias) -> num_classes; bilinear resize to (H, W).
+  head: conv3x3-BN-ReLU (D) at stride 4
+  output_stride 2 / 1 only (UpsamplePath, C = max(16, D/4) channels, S = 16):
+       conv1x1 D -> C, bilinear x2, + conv1x1 of the ResNet stem c0 (stride 2, before the
+       max-pool), conv3x3-BN-ReLU (C)                                     -> stride 2
+       [1] conv1x1 C -> S, bilinear x2, + conv3x3-BN-ReLU(images) (S), conv3x3-BN-ReLU (S)
+  conv1x1 (bias) -> num_classes; bilinear resize to (H, W) (none for output_stride 1).
 
 Every choice is a field of `default_model_config()`; `build_model` validates the fields.
 """
@@ -30,6 +35,8 @@ from sgdc_jax.ops.image import resize_bilinear
 ENCODERS = {'resnet18': 18, 'resnet34': 34, 'resnet50': 50, 'resnet101': 101}
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 STRIDE = 32
+OUTPUT_STRIDES = (4, 2, 1)
+IMAGE_STEM_CHANNELS = 16  # S, channels of the output-stride-1 image stem and merge
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -52,6 +59,7 @@ def default_model_config() -> ml_collections.ConfigDict:
       pool_size=7,                 # S of the 'pooled' baseline (S x S average-pooled regions)
       impl='auto',                 # pixel-adaptive aggregation: auto | shift | unfold | pallas
       dtype='float32',             # compute dtype: float32 | bfloat16 (params stay float32)
+      output_stride=4,             # stride of the logits before the resize to (H, W): 4 | 2 | 1
   ))
 
 
@@ -83,6 +91,47 @@ class FPNDecoder(nn.Module):
     return nn.relu(batch_norm(train, 'smooth_bn', self.dtype)(x))
 
 
+def upsample_channels(decoder_channels: int) -> int:
+  """C, the channels of the stride-2 stage of `UpsamplePath`: max(16, D // 4)."""
+  return max(16, decoder_channels // 4)
+
+
+class UpsamplePath(nn.Module):
+  """Light path from the stride-4 head features to stride 2 or 1 (docs/design.md section 5).
+
+  The SGDC blocks stay at stride 4; this path only brings back the detail of the encoder's
+  stride-2 stem and, for stride 1, of the image itself. Channels stay few (C, S) because the
+  maps are 4x / 16x larger than the stride-4 one. Convs before a BN have no bias.
+
+  Attributes:
+    channels: C, channels of the stride-2 stage.
+    output_stride: 2 or 1.
+    dtype: compute dtype.
+  """
+  channels: int
+  output_stride: int = 2
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, stem: jax.Array, images: jax.Array,
+               train: bool) -> jax.Array:
+    """x `(B, H/4, W/4, D)`, stem `(B, H/2, W/2, 64)`, images `(B, H, W, 3)` ->
+    `(B, H/2, W/2, C)` (output_stride 2) or `(B, H, W, S)` (output_stride 1)."""
+    y = _conv(self.channels, 1, 'reduce2', self.dtype, False)(x)
+    lateral = _conv(self.channels, 1, 'lateral2', self.dtype, False)(stem)
+    y = lateral + resize_bilinear(y, lateral.shape[1:3]).astype(lateral.dtype)
+    y = _conv(self.channels, 3, 'conv2', self.dtype, False)(y)
+    y = nn.relu(batch_norm(train, 'bn2', self.dtype)(y))
+    if self.output_stride == 1:
+      y = _conv(IMAGE_STEM_CHANNELS, 1, 'reduce1', self.dtype, False)(y)
+      s = _conv(IMAGE_STEM_CHANNELS, 3, 'image_conv', self.dtype, False)(images)
+      s = nn.relu(batch_norm(train, 'image_bn', self.dtype)(s))
+      y = s + resize_bilinear(y, s.shape[1:3]).astype(s.dtype)
+      y = _conv(IMAGE_STEM_CHANNELS, 3, 'conv1', self.dtype, False)(y)
+      y = nn.relu(batch_norm(train, 'bn1', self.dtype)(y))
+    return y
+
+
 class SGDCNet(nn.Module):
   """Segmentation network of docs/design.md section 5; see `default_model_config` for the fields.
 
@@ -93,7 +142,8 @@ class SGDCNet(nn.Module):
   its edge output (so the edge loss still trains the encoder) but the blocks build their
   context by `pool_size` x `pool_size` average pooling of their input (SGE's guidance head
   then gets no gradient); 'none' drops SGE and 'edge_logits' entirely. Variables:
-  'params'/'batch_stats' subtrees 'encoder', 'decoder', 'sge', 'sgdc{i}', 'head_*'.
+  'params'/'batch_stats' subtrees 'encoder', 'decoder', 'sge', 'sgdc{i}', 'head_*', and
+  'upsample' for output_stride 2 / 1 (whose 'head_out' then reads C / S channels, not D).
   """
   encoder: str = 'resnet50'
   decoder_channels: int = 256
@@ -111,6 +161,7 @@ class SGDCNet(nn.Module):
   pool_size: int = 7
   impl: str = 'auto'
   dtype: Any = 'float32'
+  output_stride: int = 4
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -127,7 +178,7 @@ class SGDCNet(nn.Module):
 
     Raises:
       ValueError: input not `(B, H, W, 3)`, H or W not divisible by 32, unknown encoder,
-        kernel_source or dtype.
+        kernel_source, dtype or output_stride.
     """
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f'SGDCNet: images must have shape (B, H, W, 3), got {images.shape}')
@@ -140,9 +191,16 @@ class SGDCNet(nn.Module):
     if self.kernel_source not in KERNEL_SOURCES:
       raise ValueError(f'SGDCNet: kernel_source must be one of {KERNEL_SOURCES}, '
                        f'got {self.kernel_source!r}')
+    if self.output_stride not in OUTPUT_STRIDES:
+      raise ValueError(f'SGDCNet: output_stride must be one of {OUTPUT_STRIDES}, '
+                       f'got {self.output_stride!r}')
     dtype = _resolve_dtype(self.dtype)
 
-    feats = ResNet(ENCODERS[self.encoder], dtype, name='encoder')(images.astype(dtype), train)
+    fine = self.output_stride < 4
+    feats = ResNet(ENCODERS[self.encoder], dtype, name='encoder')(
+        images.astype(dtype), train, with_stem=fine)
+    if fine:
+      stem, feats = feats[0], feats[1:]
     x = FPNDecoder(self.decoder_channels, dtype, name='decoder')(feats, train)
 
     outputs = {}
@@ -168,6 +226,9 @@ class SGDCNet(nn.Module):
 
     x = _conv(self.decoder_channels, 3, 'head_conv', dtype, False)(x)
     x = nn.relu(batch_norm(train, 'head_bn', dtype)(x))
+    if fine:
+      x = UpsamplePath(upsample_channels(self.decoder_channels), self.output_stride, dtype,
+                       name='upsample')(x, stem, images.astype(dtype), train)
     logits = _conv(self.num_classes, 1, 'head_out', dtype, True)(x)
     outputs['logits'] = resize_bilinear(logits.astype(jnp.float32), (height, width))
     return outputs
@@ -214,6 +275,8 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
     _check(is_int(value) and value >= 1, field, value, 'a positive integer')
   _check(is_int(cfg.n_blocks) and cfg.n_blocks >= 0, 'n_blocks', cfg.n_blocks,
          'an integer >= 0')
+  _check(is_int(cfg.output_stride) and cfg.output_stride in OUTPUT_STRIDES, 'output_stride',
+         cfg.output_stride, f'one of {OUTPUT_STRIDES}')
   _check(cfg.decoder_channels % cfg.num_heads == 0, 'decoder_channels', cfg.decoder_channels,
          f'a multiple of num_heads={cfg.num_heads}')
   _check(is_int(cfg.kernel_size) and cfg.kernel_size >= 1 and cfg.kernel_size % 2 == 1,

@@ -326,3 +326,138 @@ def test_bfloat16_forward_and_loss_agree_with_float32():
     assert diff > 0
     print(f'train={train}: logits rel {diff / scale:.4f}, probs {prob_diff:.4f}, '
           f'loss rel {abs(float(l16) - float(l32)) / abs(float(l32)):.4f}')
+
+
+# Output stride (issue 24): tiny network, D=32 (so C = max(16, 32 // 4) = 16, S = 16).
+OS_D = 32
+
+
+def os_config(output_stride=None, **overrides):
+  cfg = tiny_config(decoder_channels=OS_D, **overrides)
+  if output_stride is None:
+    del cfg['output_stride']
+  else:
+    cfg.output_stride = output_stride
+  return cfg
+
+
+@pytest.mark.parametrize('output_stride', [4, 2, 1])
+@pytest.mark.parametrize('height,width', [(64, 64), (64, 96)])
+def test_output_stride_shapes(output_stride, height, width):
+  model = build_model(os_config(output_stride, num_classes=3))
+  x = jax.ShapeDtypeStruct((2, height, width, 3), jnp.float32)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape)))
+  out, state = jax.eval_shape(
+      lambda v, im: model.apply(v, im, capture_intermediates=True), variables, x)
+  assert out['logits'].shape == (2, height, width, 3) and out['logits'].dtype == jnp.float32
+  assert out['edge_logits'].shape == (2, height, width, 1)
+  inter = state['intermediates']
+  # The logits are computed at the requested stride, the SGDC blocks and SGE at stride 4.
+  s = output_stride
+  assert inter['head_out']['__call__'][0].shape == (2, height // s, width // s, 3)
+  assert inter['sgdc0']['__call__'][0].shape == (2, height // 4, width // 4, OS_D)
+  assert inter['sge']['__call__'][0][0].shape == (2, height // 4, width // 4, 1)
+  assert ('upsample' in variables['params']) == (output_stride < 4)
+
+
+def test_output_stride_4_is_the_network_without_the_field():
+  cfg = os_config()
+  assert 'output_stride' not in cfg
+  implicit, explicit = build_model(cfg), build_model(os_config(4))
+  assert implicit.output_stride == 4 and explicit == implicit
+  assert default_model_config().output_stride == 4
+  x = images(2)
+  variables = fast_init(explicit, x, seed=11)
+  n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables['params']))
+  # Measured on the network before output_stride existed (same config): unchanged.
+  assert n_params == 11_248_163
+  assert len(jax.tree.leaves(variables['params'])) == 121
+  assert set(variables['params']) == {'encoder', 'decoder', 'sge', 'sgdc0', 'head_conv',
+                                      'head_bn', 'head_out'}
+  assert variables['params']['head_out']['kernel'].shape == (1, 1, OS_D, 1)
+  out_i, out_e = [jax.jit(lambda v, m=m: m.apply(v, x))(variables) for m in (implicit, explicit)]
+  jax.tree.map(np.testing.assert_array_equal, out_i, out_e)
+
+
+@pytest.mark.parametrize('output_stride', [2, 1])
+def test_output_stride_adds_only_the_small_upsampling_params(output_stride):
+  x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+
+  def param_shapes(cfg):
+    model = build_model(cfg)
+    v = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape)))
+    return v['params']
+
+  nc = 2
+  base, fine = param_shapes(os_config(4, num_classes=nc)), param_shapes(
+      os_config(output_stride, num_classes=nc))
+  # Everything but the new 'upsample' subtree and head_out's input channels is unchanged.
+  assert set(fine) == set(base) | {'upsample'}
+  for name in base:
+    if name != 'head_out':
+      assert jax.tree.map(jnp.shape, fine[name]) == jax.tree.map(jnp.shape, base[name]), name
+  c, s = 16, 16
+  added = OS_D * c + 64 * c + 9 * c * c + 2 * c   # reduce2, lateral2 (stem c0), conv2, bn2
+  out_in = c
+  if output_stride == 1:
+    added += c * s + 27 * s + 2 * s + 9 * s * s + 2 * s   # reduce1, image stem, conv1, bn1
+    out_in = s
+  count = lambda t: sum(int(np.prod(p.shape)) for p in jax.tree.leaves(t))  # noqa: E731
+  assert count(fine['upsample']) == added
+  assert fine['head_out']['kernel'].shape == (1, 1, out_in, nc)
+  assert count(fine) - count(base) == added + (out_in - OS_D) * nc
+  assert added < 0.001 * count(base)
+
+
+@pytest.mark.parametrize('output_stride', [4, 2, 1])
+def test_output_stride_total_loss_and_gradient(output_stride):
+  source = SyntheticLesions(2, (SIZE, SIZE), seed=5)
+  examples = [source[i] for i in range(2)]
+  x = jnp.asarray(np.stack([(e['image'] / 255.0 - 0.45) / 0.25 for e in examples]), jnp.float32)
+  mask = np.stack([(e['mask'] > 0).astype(np.int32) for e in examples])
+  batch = {'mask': jnp.asarray(mask),
+           'edge': jnp.asarray(np.stack([boundary_target(m.astype(np.uint8), 2) for m in mask]))}
+  model = build_model(os_config(output_stride))
+  variables = fast_init(model, x, seed=12)
+
+  @jax.jit
+  def loss_and_grad(params):
+    def loss_fn(p):
+      out, _ = model.apply({'params': p, 'batch_stats': variables['batch_stats']}, x,
+                           train=True, mutable=['batch_stats'])
+      assert out['edge_logits'].shape == (2, SIZE, SIZE, 1)  # SGE output unchanged
+      return losses.total_loss(out, batch, num_classes=1, lambda_edge=1.0)
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+  (loss, aux), grads = loss_and_grad(variables['params'])
+  assert np.isfinite(float(loss)) and float(aux['edge_loss']) > 0
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+  norm = lambda t: float(optax.global_norm(t))  # noqa: E731
+  assert norm(grads['encoder']['conv1']) > 0
+  if output_stride < 4:
+    assert norm(grads['upsample']['lateral2']) > 0   # the encoder stem's path to the logits
+  if output_stride == 1:
+    assert norm(grads['upsample']['image_conv']) > 0 and norm(grads['upsample']['image_bn']) > 0
+
+
+@pytest.mark.parametrize('value', [3, 8, 0, '2', 2.0, True])
+def test_output_stride_rejects_other_values(value):
+  with pytest.raises(ValueError, match='output_stride'):
+    build_model(ml_collections.ConfigDict(dict(output_stride=value)))
+  if isinstance(value, int) and not isinstance(value, bool):
+    with pytest.raises(ValueError, match='output_stride'):
+      SGDCNet(encoder='resnet18', output_stride=value).init(jax.random.key(0),
+                                                          jnp.zeros((1, 32, 32, 3)))
+
+
+def test_output_stride_in_the_nnx_wrapper():
+  from flax import nnx
+
+  from sgdc_jax.nnx import SGDCNet as NNXSGDCNet
+  x = images(1)
+  fields = {k: v for k, v in os_config(2).items() if k != 'pretrained'}
+  # Abstractly (nnx.eval_shape): a concrete NNX init runs the whole network op by op.
+  net = nnx.eval_shape(lambda: NNXSGDCNet(x, rngs=nnx.Rngs(0), **fields))
+  assert 'upsample' in nnx.state(net, nnx.Param)['linen']
+  out = nnx.eval_shape(lambda n: n(x), net)
+  assert out['logits'].shape == (1, SIZE, SIZE, 1) and out['logits'].dtype == jnp.float32
