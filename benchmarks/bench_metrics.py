@@ -3,8 +3,9 @@
 Run: `python benchmarks/bench_metrics.py [--size 512] [--repeats 7]` (CPU only, ~1 min).
 
 Columns (milliseconds, median over `--repeats` runs of the same pair):
-  ours_all    `image_metrics`: Dice, IoU, HD95, ASSD, accuracy, sensitivity, specificity,
-              precision, all together;
+  ours_all    `image_metrics`: Dice, IoU, HD95, ASSD, NSD, Boundary IoU, clDice, accuracy,
+              sensitivity, specificity, precision, all together;
+  cldice      `metrics.cldice` alone (two Guo-Hall skeletons and two counts);
   ours_edt    HD95 + ASSD forced through the bounding-box EDT path (`method='edt'`);
   medpy_hd95  `medpy.metric.binary.hd95` alone;
   medpy_h+a   MedPy's hd95 + assd (what our one pass replaces);
@@ -36,6 +37,22 @@ def _lesion(rng, n, radius, wobble=0.15):
   return np.hypot(yy - cy, xx - cx) < r
 
 
+def _vessels(rng, n, branches=14):
+  """Vessel-like tree: straight segments 1 to 7 px wide, each starting on an earlier one."""
+  yy, xx = np.mgrid[:n, :n].astype(float)
+  mask = np.zeros((n, n), bool)
+  starts = [tuple(rng.uniform(0.3 * n, 0.7 * n, size=2))]
+  for i in range(branches):
+    y0, x0 = starts[int(rng.integers(len(starts)))]
+    angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(0.2, 0.6) * n
+    y1, x1 = y0 + length * np.sin(angle), x0 + length * np.cos(angle)
+    t = np.clip(((yy - y0) * (y1 - y0) + (xx - x0) * (x1 - x0)) / length ** 2, 0, 1)
+    dist = np.hypot(yy - (y0 + t * (y1 - y0)), xx - (x0 + t * (x1 - x0)))
+    mask |= dist <= rng.uniform(0.5, 3.5) * 0.9 ** i
+    starts += [(y1, x1), ((y0 + y1) / 2, (x0 + x1) / 2)]
+  return mask
+
+
 def _rough(rng, n):
   field = ndimage.gaussian_filter(rng.normal(size=(n, n)), 3)
   return field > np.quantile(field, 0.6)
@@ -56,6 +73,8 @@ def make_cases(n: int, seed: int = 0):
   speck[5:12, 5:12] = True
   cases.append(('near-identical + speck', speck, b))
   cases.append(('rough borders (noise)', _rough(rng, n), _rough(rng, n)))
+  v = _vessels(rng, n)
+  cases.append(('vessels, gappy pred', v & (rng.random((n, n)) > 0.05), v))
   return cases
 
 
@@ -87,7 +106,7 @@ def main() -> None:
     return np.percentile(d, 95), d.mean()
 
   header = f"{'case (' + str(args.size) + 'x' + str(args.size) + ')':<26} {'ours_all':>9} " \
-           f"{'ours_edt':>9}"
+           f"{'ours_edt':>9} {'cldice':>9}"
   if medpy_binary is not None:
     header += f" {'medpy_hd95':>10} {'medpy_h+a':>10} {'speedup':>8} {'|dHD95|':>9} " \
               f"{'|dASSD|':>9}"
@@ -97,7 +116,8 @@ def main() -> None:
   for name, pred, target in make_cases(args.size):
     ours = _median_ms(lambda: metrics.image_metrics(pred, target), args.repeats)
     ours_edt = _median_ms(lambda: edt_only(pred, target), args.repeats)
-    line = f'{name:<26} {ours:9.2f} {ours_edt:9.2f}'
+    cl = _median_ms(lambda: metrics.cldice(pred, target), args.repeats)
+    line = f'{name:<26} {ours:9.2f} {ours_edt:9.2f} {cl:9.2f}'
     totals['ours'].append(ours)
     if medpy_binary is not None:
       mp = _median_ms(lambda: medpy_binary.hd95(pred, target), args.repeats)

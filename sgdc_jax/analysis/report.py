@@ -26,10 +26,14 @@ from scipy import stats  # noqa: E402
 
 # Per-image metrics compared, and whether larger is better.
 METRICS = {'dice': True, 'iou': True, 'hd95': False, 'assd': False, 'nsd': True,
-           'boundary_iou': True}
+           'boundary_iou': True, 'cldice': True}
+# Metrics added after the first ablations: a per_image.csv written before them lacks the column
+# (read as NaN, so the paired test of that metric is left out).
+LATER_METRICS = ('cldice',)
 # Columns of ablation.csv, one row per (source, seed) run.
-RUN_COLUMNS = ('source', 'seed', 'dice', 'iou', 'hd95', 'assd', 'nsd', 'boundary_iou',
+RUN_COLUMNS = ('source', 'seed', 'dice', 'iou', 'hd95', 'assd', 'nsd', 'boundary_iou', 'cldice',
                'dice_std', 'iou_std', 'hd95_std', 'assd_std', 'nsd_std', 'boundary_iou_std',
+               'cldice_std',
                'n_images', 'params', 'gflops_per_image', 'train_s', 'steps', 'checkpoint_step',
                'per_image_csv',
                # test-time diagnostics (`sgdc_jax.analysis.diagnose`): mean intact - knocked costs,
@@ -38,7 +42,7 @@ RUN_COLUMNS = ('source', 'seed', 'dice', 'iou', 'hd95', 'assd', 'nsd', 'boundary
                'ko_dynamic_off_hd95', 'ko_guidance_zeroed_dice', 'ko_guidance_zeroed_hd95',
                'ko_guidance_swapped_dice', 'ko_guidance_swapped_hd95', 'edge_f',
                'ls1_mean_abs', 'ls2_mean_abs', 'branch1_rel_norm', 'branch2_rel_norm')
-SUMMARY_KEYS = ('dice', 'iou', 'hd95', 'assd', 'nsd', 'boundary_iou', 'params',
+SUMMARY_KEYS = ('dice', 'iou', 'hd95', 'assd', 'nsd', 'boundary_iou', 'cldice', 'params',
                 'gflops_per_image', 'train_s')
 
 
@@ -53,13 +57,15 @@ def read_per_image(path: str) -> dict[str, dict[str, float]]:
   out: dict[str, dict[str, float]] = {}
   with open(path, newline='', encoding='utf-8') as f:
     reader = csv.DictReader(f)
-    missing = [k for k in ('id', *METRICS) if k not in (reader.fieldnames or [])]
+    missing = [k for k in ('id', *METRICS)
+               if k not in (reader.fieldnames or []) and k not in LATER_METRICS]
     if missing:
       raise ValueError(f'{path}: missing column(s) {missing}')
     for row in reader:
       if row['id'] in out:
         raise ValueError(f'{path}: image id {row["id"]!r} appears twice')
-      out[row['id']] = {k: float(row[k]) if row[k] != '' else math.nan for k in METRICS}
+      out[row['id']] = {k: float(row[k]) if row.get(k) not in (None, '') else math.nan
+                        for k in METRICS}
   return out
 
 
@@ -107,7 +113,8 @@ def seed_averaged(per_image_by_seed: Sequence[Mapping[str, Mapping[str, float]]]
     if sorted(other) != ids:
       raise ValueError('the runs of one source were evaluated on different images')
   return {
-      i: {m: float(np.mean([run[i][m] for run in per_image_by_seed])) for m in METRICS}
+      i: {m: float(np.mean([run[i].get(m, math.nan) for run in per_image_by_seed]))
+          for m in METRICS}
       for i in ids
   }
 
@@ -148,6 +155,8 @@ def paired_rows(ref: Mapping[str, Mapping[str, float]], other: Mapping[str, Mapp
     a = np.array([ref[i][metric] for i in ids])
     b = np.array([other[i][metric] for i in ids])
     keep = np.isfinite(a) & np.isfinite(b)
+    if not keep.any():
+      continue  # no image has both values (e.g. runs scored before the metric existed)
     row = paired_comparison(a[keep], b[keep], higher_is_better=higher, seed=seed)
     row.update(reference=ref_name, other=other_name, metric=metric,
                left_out=int((~keep).sum()))
@@ -191,15 +200,16 @@ def markdown(summary: Sequence[Mapping[str, Any]], comparisons: Sequence[Mapping
            'Per source: mean ± sample std over seeds of the per-run test means '
            '(HD95, ASSD in pixels, MedPy convention; NSD at the eval.nsd_tolerance; '
            'train time = wall seconds).', '',
-           '| source | seeds | Dice | IoU | HD95 | ASSD | NSD | Boundary IoU | params | '
+           '| source | seeds | Dice | IoU | HD95 | ASSD | NSD | Boundary IoU | clDice | params | '
            'GFLOPs/image | train s |',
-           '|---|---|---|---|---|---|---|---|---|---|---|']
+           '|---|---|---|---|---|---|---|---|---|---|---|---|']
   for r in summary:
     lines.append(
         f"| {r['source']} | {len(r['seeds'])} | {_pm(r['dice'], r['dice_sd'], 4)} | "
         f"{_pm(r['iou'], r['iou_sd'], 4)} | {_pm(r['hd95'], r['hd95_sd'], 2)} | "
         f"{_pm(r['assd'], r['assd_sd'], 2)} | {_pm(r['nsd'], r['nsd_sd'], 4)} | "
-        f"{_pm(r['boundary_iou'], r['boundary_iou_sd'], 4)} | {int(r['params']):,} | "
+        f"{_pm(r['boundary_iou'], r['boundary_iou_sd'], 4)} | "
+        f"{_pm(r['cldice'], r['cldice_sd'], 4)} | {int(r['params']):,} | "
         f"{r['gflops_per_image']:.2f} | {_pm(r['train_s'], r['train_s_sd'], 0)} |")
   if comparisons:
     lines += ['', 'Paired per-image comparisons on the same test images (each source averaged '

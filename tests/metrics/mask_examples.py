@@ -68,3 +68,22 @@ def brute_nsd(pred, target, tol, spacing=(1.0, 1.0)):
   """Normalised surface Dice at `tol` from all-pairs border distances."""
   d_pt, d_tp = brute_distances(pred, target, spacing)
   return ((d_pt <= tol).sum() + (d_tp <= tol).sum()) / (len(d_pt) + len(d_tp))
+
+
+def vessel_tree(rng, h, w, branches=10):
+  """A retinal-vessel-like (h, w) mask: straight segments 1 to 7 pixels wide, each starting on
+  an earlier one (a branching tree), some leaving the image."""
+  yy, xx = np.mgrid[:h, :w].astype(float)
+  mask = np.zeros((h, w), bool)
+  starts = [(rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w)]
+  for i in range(branches):
+    y0, x0 = starts[int(rng.integers(len(starts)))]
+    angle = rng.uniform(0, 2 * np.pi)
+    length = rng.uniform(0.2, 0.6) * min(h, w)
+    y1, x1 = y0 + length * np.sin(angle), x0 + length * np.cos(angle)
+    # Distance of every pixel to the segment (y0, x0)-(y1, x1).
+    t = np.clip(((yy - y0) * (y1 - y0) + (xx - x0) * (x1 - x0)) / length ** 2, 0, 1)
+    dist = np.hypot(yy - (y0 + t * (y1 - y0)), xx - (x0 + t * (x1 - x0)))
+    mask |= dist <= rng.uniform(0.5, 3.5) * (0.85 ** i)  # later branches are thinner
+    starts += [(y1, x1), ((y0 + y1) / 2, (x0 + x1) / 2)]
+  return mask

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mask_examples import brute_hd95_assd
+from mask_examples import brute_hd95_assd, mask_pairs, vessel_tree
 from sgdc_jax import metrics
 
 def test_confusion_metrics_hand_computed():
@@ -154,3 +154,109 @@ def test_multiclass_has_per_class_nsd_and_boundary_iou():
     assert out[f'boundary_iou/{c}'] == pytest.approx(metrics.boundary_iou(pred == c,
                                                                           target == c))
   assert out['nsd'] == pytest.approx((out['nsd/1'] + out['nsd/2']) / 2)
+
+
+# ----------------------------------------------------------------------------- region of interest
+
+
+def _fov(h, w):
+  """A disc-shaped field of view (as in fundus photographs) that cuts the masks' corners."""
+  yy, xx = np.mgrid[:h, :w]
+  return np.hypot(yy - h / 2, xx - w / 2) < 0.45 * min(h, w)
+
+
+def test_roi_over_the_whole_image_changes_nothing():
+  pred, target = mask_pairs(4)[0]
+  full = metrics.image_metrics(pred, target, roi=np.ones(pred.shape, bool))
+  plain = metrics.image_metrics(pred, target)
+  assert plain['region'] == 'image' and full['region'] == 'roi'
+  for k in metrics.METRIC_NAMES:
+    assert full[k] == plain[k], k
+
+
+def test_roi_counts_only_its_pixels():
+  rng = np.random.default_rng(5)
+  pred, target = mask_pairs(5)[2]
+  roi = _fov(*pred.shape)
+  m = metrics.image_metrics(pred, target, roi=roi)
+  # Confusion counts inside the ROI, by hand.
+  p, t = pred[roi], target[roi]
+  tp, fp, fn, tn = (np.sum(p & t), np.sum(p & ~t), np.sum(~p & t), np.sum(~p & ~t))
+  assert m['dice'] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+  assert m['iou'] == pytest.approx(tp / (tp + fp + fn))
+  assert m['accuracy'] == pytest.approx((tp + tn) / roi.sum())
+  assert m['specificity'] == pytest.approx(tn / (tn + fp))
+  assert m['sensitivity'] == pytest.approx(tp / (tp + fn))
+  assert m['precision'] == pytest.approx(tp / (tp + fp))
+  # Shape metrics compare the masks cut to the ROI.
+  cut = metrics.image_metrics(pred & roi, target & roi)
+  for k in ('hd95', 'assd', 'nsd', 'boundary_iou', 'cldice', 'dice', 'iou'):
+    assert m[k] == pytest.approx(cut[k]), k
+  ref_hd, ref_sd = brute_hd95_assd(pred & roi, target & roi)
+  assert m['hd95'] == pytest.approx(ref_hd) and m['assd'] == pytest.approx(ref_sd)
+  # ... but true negatives outside the ROI no longer count.
+  assert m['accuracy'] < cut['accuracy'] and m['specificity'] < cut['specificity']
+  # Whatever happens outside the ROI is invisible.
+  noise = rng.random(pred.shape) < 0.5
+  moved = metrics.image_metrics(np.where(roi, pred, noise), np.where(roi, target, ~noise),
+                                roi=roi)
+  for k in metrics.METRIC_NAMES:
+    assert moved[k] == pytest.approx(m[k]), k
+
+
+def test_roi_hides_disagreement_outside_and_judges_empty_masks_inside():
+  target = vessel_tree(np.random.default_rng(6), 60, 80)
+  roi = _fov(60, 80)
+  pred = target & roi
+  m = metrics.image_metrics(pred, target, roi=roi)
+  for k in ('dice', 'iou', 'accuracy', 'sensitivity', 'specificity', 'precision', 'nsd',
+            'boundary_iou', 'cldice'):
+    assert m[k] == 1.0, k
+  assert m['hd95'] == 0.0 and m['empty'] == {}
+  assert metrics.image_metrics(pred, target)['dice'] < 1.0
+  # A target lying wholly outside the ROI is empty inside it.
+  z = np.zeros((60, 80), bool)
+  corner = z.copy()
+  corner[:4, :4] = True
+  assert not np.any(corner & roi)
+  both = metrics.image_metrics(z, corner, roi=roi)
+  assert both['empty'] == {1: 'both'} and both['dice'] == 1.0 and both['hd95'] == 0.0
+
+
+def test_roi_multiclass():
+  rng = np.random.default_rng(8)
+  target = rng.integers(0, 3, size=(30, 40))
+  pred = np.where(rng.random((30, 40)) < 0.2, rng.integers(0, 3, size=(30, 40)), target)
+  roi = _fov(30, 40)
+  m = metrics.image_metrics(pred, target, num_classes=3, roi=roi)
+  assert m['pixel_accuracy'] == pytest.approx(np.mean(pred[roi] == target[roi]))
+  for c in (1, 2):
+    b = metrics.image_metrics(pred == c, target == c, roi=roi)
+    for k in metrics.METRIC_NAMES:
+      assert m[f'{k}/{c}'] == pytest.approx(b[k]), (k, c)
+
+
+def test_summarize_records_the_region():
+  pred, target = mask_pairs(6)[0]
+  roi = _fov(*pred.shape)
+  with_roi = metrics.image_metrics(pred, target, roi=roi)
+  without = metrics.image_metrics(pred, target)
+  s = metrics.summarize([with_roi, with_roi])
+  assert s['region'] == 'roi' and s['n_roi'] == 2
+  assert s['mean']['dice'] == pytest.approx(with_roi['dice'])
+  assert 'region' not in s['mean']
+  assert metrics.summarize([without])['region'] == 'image'
+  mixed = metrics.summarize([with_roi, without])
+  assert mixed['region'] == 'mixed' and mixed['n_roi'] == 1
+
+
+def test_bad_roi_is_rejected():
+  a = np.zeros((6, 8), bool)
+  a[2:4, 2:5] = True
+  with pytest.raises(ValueError, match='roi shape'):
+    metrics.image_metrics(a, a, roi=np.ones((8, 6), bool))
+  with pytest.raises(ValueError, match='no pixel'):
+    metrics.image_metrics(a, a, roi=np.zeros((6, 8), bool))
+  with pytest.raises(ValueError, match='roi is a float array'):
+    metrics.image_metrics(a, a, roi=np.full((6, 8), 0.5))
+  assert metrics.image_metrics(a, a, roi=np.ones((6, 8), np.float32))['region'] == 'roi'
