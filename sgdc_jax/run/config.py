@@ -87,6 +87,14 @@ def get_config() -> ml_collections.ConfigDict:
       checkpoint="best",      # best | latest (for --mode=eval and --mode=predict)
       nsd_tolerance=2.0,      # surface Dice (NSD) tolerance, pixels of the stored image
       boundary_iou_ratio=0.02,  # Boundary IoU band width / image diagonal (Cheng et al.)
+      # How the network sees an image when scoring or predicting (run.windows): 'resize' to
+      # data.image_size and back, or 'native': the stored resolution, padded to a multiple of
+      # 32 when it fits window x window, else sliding windows blended with a Gaussian.
+      resolution="resize",
+      window=512,             # native: largest network input side (a multiple of 32)
+      overlap=0.5,            # native: fraction of a window shared with its neighbour
+      window_batch=4,         # native: windows per forward pass (bounds the memory)
+      tta="none",             # native: 'none' | 'flips' (average of the 4 flips)
   ))
 
   config.predict = ml_collections.ConfigDict(dict(
@@ -144,6 +152,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval.checkpoint": (lambda v: v in ("best", "latest"), "'best' or 'latest'"),
     "eval.nsd_tolerance": (lambda v: is_number(v) and v >= 0, "a number >= 0 (pixels)"),
     "eval.boundary_iou_ratio": (lambda v: is_number(v) and v > 0, "a number > 0"),
+    "eval.resolution": (lambda v: v in ("resize", "native"), "'resize' or 'native'"),
+    "eval.window": (lambda v: is_int(v) and v >= 32 and v % 32 == 0,
+                    "an integer multiple of 32 (>= 32)"),
+    "eval.overlap": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "eval.window_batch": _at_least(1),
+    "eval.tta": (lambda v: v in ("none", "flips"), "'none' or 'flips'"),
     "predict.input_dir": _text("a directory path"),
     "predict.output_dir": _text("a directory path"),
     "predict.save_probabilities": _flag(),

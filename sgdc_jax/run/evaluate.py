@@ -4,7 +4,9 @@ Outputs go to one folder per (data set, split, checkpoint step),
 `workdir/eval/<data.name>/<split>/step_<N>/`: `metrics.json` (means, standard deviations, counts,
 empty masks, the HD95 convention, the split and checkpoint step), `per_image.csv` (one row per
 image with its file id), `overlays/` (the first `eval.overlays` images) and `config.json` (the
-resolved config of this evaluation). The scoring itself is `inference.Scorer`.
+resolved config of this evaluation). The scoring itself is `inference.Scorer`: every image is
+scored at its stored size, seen by the network resized (`eval.resolution='resize'`) or at that
+size (`'native'`: whole image or sliding windows, `run.windows`).
 """
 
 from __future__ import annotations

@@ -1,12 +1,20 @@
-"""Inference shared by validation, `--mode=eval` and `--mode=predict`: the jitted `predict_fn`,
-resizing back to the original resolution, and full-resolution scoring of a split.
+"""Inference shared by validation, `--mode=eval`, `--mode=predict`, the ablation and diagnose:
+the jitted `predict_fn`, the per-image predictor and full-resolution scoring of a split.
 
-The network runs on the resized eval batches; its probabilities are resized back (bilinear) to
-the size of the original example `open_source(data_config, split)[index]`, thresholded (binary)
-or arg-maxed (multi-class) and scored per image with `sgdc_jax.metrics.image_metrics`; the
-means, standard deviations and empty-mask counts come from `metrics.summarize`. Every record of
-the split is scored exactly once (padding rows are skipped by their `valid` flag; a missing or
-repeated index raises). `score_split` returns the scores and hands each image to an optional
+`eval.resolution` picks how the network sees an image; either way every record is scored at
+the size of the original example `open_source(data_config, split)[index]`:
+
+- 'resize' (default): the network runs on the resized eval batches (`data.image_size`); its
+  probabilities are resized back (bilinear) to the original size.
+- 'native': `ImagePredictor`, the one path at the stored resolution (`run.windows`: padded to a
+  multiple of 32 when the image fits `eval.window`, else Gaussian-blended sliding windows,
+  optional flip TTA). `--mode=predict` uses the same `ImagePredictor`.
+
+Probabilities are thresholded (binary) or arg-maxed (multi-class) and scored per image with
+`sgdc_jax.metrics.image_metrics` (inside the record's region of interest when it has a 'roi');
+the means, standard deviations and empty-mask counts come from `metrics.summarize`. Every record
+of the split is scored exactly once (padding rows are skipped by their `valid` flag; a missing
+or repeated index raises). `score_split` returns the scores and hands each image to an optional
 callback; the caller decides what is written where (`sgdc_jax.reporting`).
 """
 
@@ -14,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +31,12 @@ import numpy as np
 from PIL import Image
 
 from sgdc_jax import metrics as metrics_lib
-from sgdc_jax.run import sharding as shd
 from sgdc_jax.data import pipeline
+from sgdc_jax.data import transforms
+from sgdc_jax.run import sharding as shd
+from sgdc_jax.run import windows
+
+RESOLUTIONS = ("resize", "native")
 
 
 def predict_probs(variables: dict[str, Any], images: jax.Array, *, apply_fn: Callable,
@@ -33,12 +45,12 @@ def predict_probs(variables: dict[str, Any], images: jax.Array, *, apply_fn: Cal
 
   Args:
     variables: model variables (params, batch_stats).
-    images: float32 (B, S, S, 3), normalised as by the data pipeline.
+    images: float32 (B, H, W, 3), normalised as by the data pipeline (H, W multiples of 32).
     apply_fn: `model.apply`.
     num_classes: 1 (sigmoid) or the number of classes (softmax).
   Returns:
-    {'probs': float32 (B, S, S) for binary or (B, S, S, C) for multi-class,
-     'edge': float32 (B, S, S) (only when the model returns 'edge_logits')}.
+    {'probs': float32 (B, H, W) for binary or (B, H, W, C) for multi-class,
+     'edge': float32 (B, H, W) (only when the model returns 'edge_logits')}.
   """
   out = apply_fn(variables, images, train=False)
   logits = out["logits"].astype(jnp.float32)
@@ -53,7 +65,8 @@ def predict_probs(variables: dict[str, Any], images: jax.Array, *, apply_fn: Cal
 
 
 def make_predict_fn(model: Any, num_classes: int, mesh: jax.sharding.Mesh) -> Callable:
-  """`jit((variables, images (B, S, S, 3)) -> predict_probs(...))`, outputs split over 'data'."""
+  """`jit((variables, images (B, H, W, 3)) -> predict_probs(...))`, outputs split over 'data'
+  (B a multiple of the mesh's device count; compiled once per input shape)."""
   fn = functools.partial(predict_probs, apply_fn=model.apply, num_classes=num_classes)
   return jax.jit(fn, out_shardings=shd.data_sharding(mesh))
 
@@ -90,6 +103,77 @@ def decode_id(value: Any) -> str:
   if isinstance(value, np.ndarray):
     return decode_id(value.item())
   return str(value)
+
+
+def record_image(record: dict[str, Any], where: str = "record") -> np.ndarray:
+  """A source record's image decoded in full: uint8 (H, W, 3) (arrays or encoded bytes).
+
+  Raises:
+    ValueError: as `transforms.open_example`, or undecodable bytes.
+  """
+  image, _ = transforms.open_example(record, where)
+  if isinstance(image, Image.Image):
+    try:
+      image = np.asarray(image)  # decodes at full size
+    except (OSError, SyntaxError, ValueError) as e:
+      raise ValueError(f"{where}: cannot decode the image: {e}") from e
+  return image
+
+
+def record_roi(record: dict[str, Any]) -> Optional[np.ndarray]:
+  """The record's region of interest as bool (H, W) (its 'roi' feature, nonzero = inside;
+  a trailing channel is dropped), or None when it has none."""
+  if "roi" not in record:
+    return None
+  roi = np.asarray(record["roi"])
+  if roi.ndim == 3 and roi.shape[-1] == 1:
+    roi = roi[..., 0]
+  return roi > 0
+
+
+class ImagePredictor:
+  """Probabilities of one image at its stored resolution (`eval.resolution='native'`).
+
+  The one path for validation, `--mode=eval`, `--mode=predict`, the ablation and diagnose:
+  `windows.predict_image` with `eval.window`, `eval.overlap`, `eval.window_batch` and
+  `eval.tta`, normalised with `data.mean`/`data.std` as the data pipeline does.
+
+  Several devices / processes: every process calls it with the same image (the callers walk
+  the records in one order), so each window batch is one global array split over the mesh's
+  'data' axis; the window batch is rounded up to a multiple of the device count (the padding
+  rows are zeros and are ignored) and every process receives the full outputs.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, model: Any, mesh: jax.sharding.Mesh,
+               predict_fn: Optional[Callable] = None):
+    self.mesh = mesh
+    self.num_classes = int(config.model.num_classes)
+    self._predict = predict_fn or make_predict_fn(model, self.num_classes, mesh)
+    e = config.eval
+    self.window, self.overlap = int(e.window), float(e.overlap)
+    self.window_batch, self.tta = int(e.window_batch), str(e.tta)
+    self.mean, self.std = tuple(config.data.mean), tuple(config.data.std)
+    self.devices = int(mesh.shape[shd.DATA_AXIS])
+
+  def _forward(self, variables: Any, images: np.ndarray, keys: tuple[str, ...]
+               ) -> dict[str, np.ndarray]:
+    """One window batch (B, h, w, 3), the same on every process -> NumPy outputs."""
+    sharding = shd.data_sharding(self.mesh)
+    x = jax.make_array_from_callback(images.shape, sharding, lambda i: images[i])
+    out = self._predict(variables, x)
+    shd.barrier("native_windows")  # everyone compiled this shape before the gathers below
+    return {k: shd.global_to_host(v) for k, v in out.items() if k in keys}
+
+  def __call__(self, variables: Any, image: np.ndarray, *, with_edge: bool = True
+               ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """uint8 (H, W, 3) RGB -> `(probs (H, W) or (H, W, C), edge (H, W) or None)` float32
+    (edge None without `with_edge` or an SGE edge output)."""
+    keys = ("probs", "edge") if with_edge else ("probs",)
+    return windows.predict_image(
+        lambda v, x: self._forward(v, x, keys), variables,
+        transforms.normalise(image, self.mean, self.std), window=self.window,
+        overlap=self.overlap, window_batch=self.window_batch, tta=self.tta,
+        batch_multiple=self.devices)
 
 
 @dataclasses.dataclass
@@ -131,13 +215,47 @@ def global_eval_batches(config: ml_collections.ConfigDict, mesh: jax.sharding.Me
 
 
 class Scorer:
-  """Scores every record of a split for a given state (validation and `--mode=eval`)."""
+  """Scores every record of a split for a given state (validation, `--mode=eval`, the ablation
+  and diagnose), at each record's stored size; `eval.resolution` picks how the network sees it
+  (module docstring)."""
 
   def __init__(self, config: ml_collections.ConfigDict, model: Any, mesh: jax.sharding.Mesh):
     self.config = config
     self.mesh = mesh
     self.num_classes = int(config.model.num_classes)
+    self.resolution = str(config.eval.resolution)
+    if self.resolution not in RESOLUTIONS:
+      raise ValueError(f"eval.resolution must be one of {RESOLUTIONS}, got {self.resolution!r}")
     self._predict = make_predict_fn(model, self.num_classes, mesh)
+    self.predictor = ImagePredictor(config, model, mesh, predict_fn=self._predict)
+
+  def _resized(self, variables: Any, source: Any, split: str, with_edge: bool
+               ) -> Iterator[tuple[int, dict[str, Any], np.ndarray, Optional[np.ndarray]]]:
+    """`(index, record, probs, edge)` at the record's size, from the resized eval batches
+    (each process reads its share; the gathered batch is handled by every process)."""
+    for gbatch in global_eval_batches(self.config, self.mesh, split):
+      out = self._predict(variables, gbatch["image"])
+      shd.barrier("eval_gather")  # everyone compiled `_predict` before the gathers below
+      valid = shd.global_to_host(gbatch["valid"]).astype(bool)
+      index = shd.global_to_host(gbatch["index"])
+      probs = shd.global_to_host(out["probs"])
+      edge = shd.global_to_host(out["edge"]) if (with_edge and "edge" in out) else None
+      for i in np.flatnonzero(valid):
+        idx = int(index[i])
+        ex = source[idx]
+        h, w = np.shape(ex["mask"])[:2]
+        yield (idx, ex, resize_probs(probs[i], h, w),
+               resize_probs(edge[i], h, w) if edge is not None else None)
+
+  def _native(self, variables: Any, source: Any, split: str, with_edge: bool
+              ) -> Iterator[tuple[int, dict[str, Any], np.ndarray, Optional[np.ndarray]]]:
+    """`(index, record, probs, edge)` from `ImagePredictor`: every process walks every record
+    in index order (the window batches are split over the devices)."""
+    for idx in range(len(source)):
+      ex = dict(source[idx])
+      ex["image"] = record_image(ex, f"{split} record {idx}")
+      probs, edge = self.predictor(variables, ex["image"], with_edge=with_edge)
+      yield idx, ex, probs, edge
 
   def score(self, state: Any, split: str, *,
             visit: Optional[Callable[[ScoredImage], None]] = None
@@ -145,7 +263,8 @@ class Scorer:
     """Scores every record of `split` once.
 
     Every process gathers the predictions and scores every image (the same NumPy code on the
-    same numbers), so the summary is identical everywhere without a broadcast.
+    same numbers), so the summary is identical everywhere without a broadcast. A record with a
+    'roi' feature is scored inside it (`metrics.image_metrics(..., roi=...)`).
 
     Args:
       state: a `TrainState` (EMA parameters used when present and `config.eval.use_ema`).
@@ -153,7 +272,8 @@ class Scorer:
       visit: called (on process 0 only) with each `ScoredImage`, in iterator order.
     Returns:
       `(rows, summary)`: per-image rows (`ScoredImage.row`) sorted by index, and the
-      `metrics.summarize` dict plus 'split'.
+      `metrics.summarize` dict plus 'split', 'resolution' and, when records had one, 'roi'
+      (how many images were scored inside their region of interest).
     Raises:
       ValueError: if a record is scored twice or not at all.
     """
@@ -162,42 +282,40 @@ class Scorer:
     source = pipeline.open_source(cfg.data, split)
     n_records = len(source)
     primary = jax.process_index() == 0
+    with_edge = visit is not None
+    produce = self._native if self.resolution == "native" else self._resized
     rows: list[dict[str, Any]] = []
     per_image: list[dict[str, Any]] = []
     seen: set[int] = set()
-    for gbatch in global_eval_batches(cfg, self.mesh, split):
-      out = self._predict(variables, gbatch["image"])
-      shd.barrier("eval_gather")  # everyone compiled `_predict` before the gathers below
-      valid = shd.global_to_host(gbatch["valid"]).astype(bool)
-      index = shd.global_to_host(gbatch["index"])
-      probs = shd.global_to_host(out["probs"])
-      edge = shd.global_to_host(out["edge"]) if "edge" in out else None
-      for i in np.flatnonzero(valid):
-        idx = int(index[i])
-        if idx in seen:
-          raise ValueError(f"evaluate: record {idx} of split '{split}' was produced twice")
-        seen.add(idx)
-        ex = source[idx]
-        target = target_labels(ex["mask"], self.num_classes)
-        h, w = target.shape
-        pred = to_labels(resize_probs(probs[i], h, w), self.num_classes)
-        m = metrics_lib.image_metrics(
-            pred, target, num_classes=self.num_classes,
-            nsd_tolerance=float(cfg.eval.nsd_tolerance),
-            boundary_iou_ratio=float(cfg.eval.boundary_iou_ratio))
-        per_image.append(m)
-        scored = ScoredImage(
-            id=decode_id(ex.get("id", idx)), index=idx, image=np.asarray(ex["image"]),
-            target=target, pred=pred,
-            edge=resize_probs(edge[i], h, w) if (edge is not None and visit) else None,
-            metrics=m)
-        rows.append(scored.row())
-        if primary and visit is not None:
-          visit(scored)
+    n_roi = 0
+    for idx, ex, probs, edge in produce(variables, source, split, with_edge):
+      if idx in seen:
+        raise ValueError(f"evaluate: record {idx} of split '{split}' was produced twice")
+      seen.add(idx)
+      target = target_labels(ex["mask"], self.num_classes)
+      pred = to_labels(probs, self.num_classes)
+      roi = record_roi(ex)
+      extra = {} if roi is None else {"roi": roi}  # only then: image_metrics may predate roi
+      n_roi += roi is not None
+      m = metrics_lib.image_metrics(
+          pred, target, num_classes=self.num_classes,
+          nsd_tolerance=float(cfg.eval.nsd_tolerance),
+          boundary_iou_ratio=float(cfg.eval.boundary_iou_ratio), **extra)
+      per_image.append(m)
+      scored = ScoredImage(
+          id=decode_id(ex.get("id", idx)), index=idx, image=np.asarray(ex["image"]),
+          target=target, pred=pred, edge=edge, metrics=m)
+      rows.append(scored.row())
+      if primary and visit is not None:
+        visit(scored)
     missing = n_records - len(seen)
     if missing:
       raise ValueError(f"evaluate: {missing} of {n_records} records of split '{split}' were "
                        "never produced by the eval iterator")
     summary = metrics_lib.summarize(per_image)
     summary["split"] = split
+    summary["resolution"] = self.resolution
+    if n_roi:
+      summary["roi"] = {"n_images": n_roi,
+                        "scope": "metrics inside each record's region of interest ('roi')"}
     return sorted(rows, key=lambda r: r["index"]), summary

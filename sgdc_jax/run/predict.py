@@ -1,11 +1,14 @@
 """`--mode=predict`: segment a folder of images with the best checkpoint.
 
 Each readable image (`sgdc_jax.data.image_io`: the package's one decoder and extension list;
-16-bit images are scaled to 8 bit) is resized and normalised as the evaluation pipeline does it
+16-bit images are scaled to 8 bit) is seen by the network as `eval.resolution` says, as in
+`--mode=eval`: 'resize' (default): resized and normalised as the evaluation pipeline does it
 (`preprocess`: `transforms.resize_pair` + `transforms.normalise` with `data.image_size`,
 `data.mean`, `data.std`), run through the network in batches of
 `config.predict.batch_size` (the last batch padded), and its probabilities are resized back to
-the original size. Outputs in `config.predict.output_dir`: `<stem>.png` (binary: 0/255;
+the original size; 'native': the scorer's `inference.ImagePredictor` at the stored resolution
+(whole image or sliding windows, `eval.window`, `eval.overlap`, `eval.window_batch`,
+`eval.tta`), one image at a time. Outputs in `config.predict.output_dir`: `<stem>.png` (binary: 0/255;
 multi-class: the class label per pixel) and, with `config.predict.save_probabilities`,
 `<stem>_prob.png` (foreground probability x 255, or the max class probability x 255). Output
 names are unique over all inputs, compared case-insensitively, masks and probability maps
@@ -198,6 +201,20 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
   batch_size = int(pcfg.batch_size)
   done: set[str] = set()
   pending: list[tuple[str, tuple[int, int], np.ndarray]] = []
+  # eval.resolution='native': the scorer's own per-image path (same jitted predict fn).
+  native = (inference.ImagePredictor(config, exp.model, exp.mesh, predict_fn=predict)
+            if config.eval.resolution == "native" else None)
+
+  def emit(path: str, probs: np.ndarray) -> None:
+    """Writes one input's mask from its probabilities at its original size (process 0)."""
+    if jax.process_index() != 0:
+      return
+    if names[path].casefold() in done:  # output_names guarantees this never happens
+      raise RuntimeError(f"predict: {path} would overwrite the mask {names[path]}.png "
+                         "written for another input")
+    done.add(names[path].casefold())
+    report.written.append(_write(out_dir, names[path], probs, num_classes,
+                                 bool(pcfg.save_probabilities)))
 
   def flush():
     if not pending:
@@ -210,14 +227,7 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
     images = jax.device_put(images, shd.data_sharding(exp.mesh))
     probs = shd.global_to_host(predict(variables, images)["probs"])
     for i, (path, (h, w), _) in enumerate(pending):
-      if jax.process_index() == 0:
-        if names[path].casefold() in done:  # output_names guarantees this never happens
-          raise RuntimeError(f"predict: {path} would overwrite the mask {names[path]}.png "
-                             "written for another input")
-        done.add(names[path].casefold())
-        p = inference.resize_probs(probs[i], h, w)
-        report.written.append(_write(out_dir, names[path], p, num_classes,
-                                     bool(pcfg.save_probabilities)))
+      emit(path, inference.resize_probs(probs[i], h, w))
     pending.clear()
 
   for path in paths:
@@ -226,6 +236,9 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
     except ValueError as e:
       report.unreadable.append((path, str(e)))
       log.log(f"predict: cannot read {path}: {e}; skipped")
+      continue
+    if native is not None:
+      emit(path, native(variables, image, with_edge=False)[0])
       continue
     pending.append((path, image.shape[:2], preprocess(image, config.data, path)))
     if len(pending) == batch_size:
