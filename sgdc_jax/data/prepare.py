@@ -3,12 +3,14 @@ r"""Prepares a manually downloaded dataset, or your own folder, as TFDS ArrayRec
 Usage:
   python -m sgdc_jax.data.prepare --dataset=isic2018 --manual_dir=DIR [--data_dir=DIR]
   python -m sgdc_jax.data.prepare --dataset=folder --name=NAME --manual_dir=DIR \
-      [--images=TEMPLATE --masks=TEMPLATE] [--split_ratios=...] \
-      [--mask_threshold=T | --mask_classes=V:C,...] [--data_dir=DIR]
+      [--images=TEMPLATE --masks=TEMPLATE] [--rois=TEMPLATE] [--split_folders=F:S,...] \
+      [--split_ratios=...] [--mask_threshold=T | --mask_classes=V:C,...] [--data_dir=DIR]
 
 `--dataset` is one of isic2016, isic2018, ph2, conic (both configs), conic/binary,
-conic/semantic, folder. `folder` pairs images and masks by path templates (see
-`sgdc_jax.data.builders.folder`); training then reads it with `--config.data.name=NAME`.
+conic/semantic, drive, folder. `folder` pairs images, masks and optional regions of interest
+by path templates (see `sgdc_jax.data.builders.folder`); training then reads it with
+`--config.data.name=NAME`. `drive` is a preset of it (`sgdc_jax.data.builders.drive`; takes
+`--split_ratios` too).
 `--data_dir` defaults to TFDS's (`$TFDS_DATA_DIR` or ~/tensorflow_datasets).
 
 Running it again reuses the prepared data, after checking that the manual dir still holds the
@@ -25,6 +27,7 @@ for a user error, 130 when interrupted; set SGDC_DEBUG=1 for the traceback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import shutil
@@ -39,9 +42,11 @@ from sgdc_jax import cli
 from sgdc_jax.data import builders
 from sgdc_jax.data import image_io
 from sgdc_jax.data.builders import _common
+from sgdc_jax.data.builders import drive as drive_lib
 from sgdc_jax.data.builders import folder as folder_lib
 
 FOLDER = 'folder'
+DRIVE = 'drive'
 DATASET_NAMES = sorted(builders.DATASET_NAMES + [FOLDER])
 LOCK_FILE = '.prepare.lock'
 INTERRUPTED = ('prepare interrupted; nothing was marked prepared, and the next run removes the '
@@ -58,6 +63,10 @@ def _builders_for(dataset: str, data_dir: str | None, name: str | None,
       raise ValueError(f'--name={name!r} is already the name of a data set '
                        f'({"ours" if name in taken else "in the TFDS catalogue"}); choose another')
     return [folder_lib.builder_class(name)(data_dir=data_dir, options=folder_options)]
+  if dataset == DRIVE:
+    if name is not None:
+      raise ValueError("--name is for --dataset=folder; DRIVE's data set is named 'drive'")
+    return [builders.Drive(data_dir=data_dir, options=folder_options)]
   if name is not None or folder_options is not None:
     raise ValueError(f'--name and the pairing options are for --dataset=folder, not {dataset!r}')
   base, _, config = dataset.partition('/')
@@ -105,7 +114,8 @@ def remove_leftovers(folder: str) -> list[str]:
 
 def _check_unchanged(builder, full_name: str, manual_dir: str,
                      folder_options: folder_lib.FolderOptions | None) -> str:
-  """Compares a prepared data set with the manual dir (and pairing options) given now.
+  """Compares a prepared data set with the manual dir (and pairing options, for `folder`
+  builders and their presets) given now.
 
   Returns:
     A note for the report.
@@ -114,8 +124,9 @@ def _check_unchanged(builder, full_name: str, manual_dir: str,
     ValueError: files or options differ (names what differs and offers --rebuild).
   """
   metadata = builder.info.metadata or {}
+  named = folder_options is not None and type(builder).name != DRIVE  # --name applies
   rebuild = (f'; rerun with --rebuild to prepare it again from {manual_dir}, or use another '
-             f'--data_dir' + (' or --name' if folder_options is not None else ''))
+             f'--data_dir' + (' or --name' if named else ''))
   if folder_options is not None and metadata.get('pairing') != folder_options.as_dict():
     raise ValueError(f'{full_name} in {builder.data_dir} was prepared with the pairing options '
                      f'{metadata.get("pairing")}, not {folder_options.as_dict()}{rebuild}')
@@ -153,13 +164,14 @@ def prepare(dataset: str,
   its fingerprint must match the one stored at preparation (else ValueError, or `rebuild`).
 
   Args:
-    dataset: 'isic2016', 'isic2018', 'ph2', 'conic', 'conic/binary', 'conic/semantic' or
-      'folder'.
+    dataset: 'isic2016', 'isic2018', 'ph2', 'conic', 'conic/binary', 'conic/semantic',
+      'drive' or 'folder'.
     manual_dir: folder with the downloaded files in the layout of the builder's
       `MANUAL_DOWNLOAD_INSTRUCTIONS` (for 'folder': your images and masks).
     data_dir: TFDS data dir; None for TFDS's default.
     name: data set name, for 'folder' only.
-    folder_options: pairing and mask options for 'folder'; None for the plain layout.
+    folder_options: pairing and mask options for 'folder' (None: the plain layout) or 'drive'
+      (None: `drive.DRIVE_OPTIONS`).
     rebuild: delete and prepare again even when already prepared.
 
   Returns:
@@ -181,7 +193,8 @@ def prepare(dataset: str,
       removed = remove_leftovers(folder)
       mode = tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
       if builder.is_prepared() and not rebuild:
-        status = (_check_unchanged(builder, full_name, manual_dir, folder_options)
+        options = getattr(builder, 'options', None)  # the folder builders' pairing options
+        status = (_check_unchanged(builder, full_name, manual_dir, options)
                   if manual_dir else 'reused; no --manual_dir given, so it was not compared')
       else:
         if not manual_dir:
@@ -221,9 +234,15 @@ def format_report(results: dict[str, dict]) -> str:
       lines.append(f'  removed {path} (left by an interrupted run)')
     pairing = r['metadata'].get('pairing')
     if pairing:
-      lines.append(f'  pairing: --images={pairing["images"]!r} --masks={pairing["masks"]!r}')
+      line = f'  pairing: --images={pairing["images"]!r} --masks={pairing["masks"]!r}'
+      if pairing.get('rois'):
+        line += f' --rois={pairing["rois"]!r}'
+      if pairing.get('split_folders'):
+        line += f' --split_folders={folder_lib.split_folders_text(pairing["split_folders"])}'
+      lines.append(line)
     conversions = {s: c for s, c in r['metadata'].get('conversions', {}).items() if c}
     lines.append(f'  colour conversions: {conversions if conversions else "none"}')
+    lines.extend(folder_lib.roi_lines(r['metadata']))
     lines.extend(folder_lib.ambiguity_lines(r['metadata']))
     lines.extend(_ignored_lines(r['metadata'].get('ignored_files', [])))
   return '\n'.join(lines)
@@ -256,6 +275,12 @@ def define_flags() -> None:
                       "folder: image path template under manual_dir, e.g. '{split}/images/{id}.*'"
                       ' ({id}, {split}, *)')
   flags.DEFINE_string('masks', None, "folder: mask path template, e.g. '{split}/masks/{id}.png'")
+  flags.DEFINE_string('rois', None,
+                      "folder: region-of-interest path template, e.g. '{split}/fov/{id}.png' "
+                      '(optional; examples then carry roi)')
+  flags.DEFINE_string('split_folders', None,
+                      'folder: renames the {split} folders, e.g. training:train,test:test '
+                      '(carves validation out of train when none is mapped)')
   flags.DEFINE_string('split_ratios', None,
                       'folder: e.g. train=0.8,validation=0.1,test=0.1 (hashed, seeded split)')
   flags.DEFINE_integer('mask_threshold', None,
@@ -264,7 +289,8 @@ def define_flags() -> None:
                       'folder: multi-class masks: VALUE:CLASS,... e.g. 0:0,128:1,255:2')
 
 
-_FOLDER_FLAGS = ('images', 'masks', 'split_ratios', 'mask_threshold', 'mask_classes')
+_FOLDER_FLAGS = ('images', 'masks', 'split_ratios', 'mask_threshold', 'mask_classes', 'rois',
+                 'split_folders')
 
 
 def run(flag_values) -> str:
@@ -282,8 +308,13 @@ def run(flag_values) -> str:
       raise ValueError('--dataset=folder needs --manual_dir=DIR (your images and masks)')
     folder_options = folder_lib.folder_options_from_flags(
         flag_values.manual_dir, *(getattr(flag_values, f) for f in _FOLDER_FLAGS))
+  elif flag_values.dataset == DRIVE and given == ['split_ratios']:
+    folder_options = dataclasses.replace(
+        drive_lib.DRIVE_OPTIONS,
+        split_ratios=folder_lib.parse_split_ratios(flag_values.split_ratios))
   elif given:
-    raise ValueError(f'--{", --".join(given)} apply to --dataset=folder only')
+    also = ' (--dataset=drive takes --split_ratios only)' if flag_values.dataset == DRIVE else ''
+    raise ValueError(f'--{", --".join(given)} apply to --dataset=folder only{also}')
   tfds.display_progress_bar(True)
   try:
     results = prepare(flag_values.dataset, flag_values.manual_dir, flag_values.data_dir,

@@ -89,7 +89,10 @@ def open_source(data_config, split: str):
 
   Returns:
     An object with `__len__` and `__getitem__(i) -> {'image': uint8 (H, W, 3),
-    'mask': uint8 (H, W) (TFDS image features may carry a trailing 1), 'id': str or bytes}`.
+    'mask': uint8 (H, W) (TFDS image features may carry a trailing 1), 'id': str or bytes}`,
+    plus `'roi': uint8 (H, W)` (1 inside, 0 outside) for data sets prepared with a region of
+    interest (`drive`, `folder` with `--rois`; TFDS decodes every stored feature), absent
+    otherwise.
 
   Raises:
     ValueError: unknown split or dataset name (the message lists the known ones).

@@ -382,7 +382,7 @@ def test_unexpected_file_in_ground_truth_folder(isic_dir, tmp_path):
   _prepare_fails('isic2016', isic_dir, tmp_path / 'd', r'unexpected file .*ISIC_0000000_mask\.png')
 
 
-@pytest.mark.parametrize('dataset', ['isic2016', 'isic2018', 'ph2', 'conic'])
+@pytest.mark.parametrize('dataset', ['isic2016', 'isic2018', 'ph2', 'conic', 'drive'])
 @pytest.mark.parametrize('state', ['missing', 'empty', 'wrong'])
 def test_wrong_manual_dir_lists_expected_layout(tmp_path, dataset, state):
   manual = tmp_path / 'manual'
@@ -395,7 +395,8 @@ def test_wrong_manual_dir_lists_expected_layout(tmp_path, dataset, state):
       'isic2016': 'ISBI2016_ISIC_Part1_Test_GroundTruth',
       'isic2018': 'ISIC2018_Task1-2_Validation_Input',
       'ph2': 'IMDnnn_Dermoscopic_Image',
-      'conic': 'patch_info.csv'
+      'conic': 'patch_info.csv',
+      'drive': 'training/1st_manual/21_manual1.gif',
   }[dataset]
   word = {'missing': 'does not exist', 'empty': 'is empty', 'wrong': 'lacks'}[state]
   with pytest.raises(ValueError, match=rf'{word}(.|\n)*{expected}'):

@@ -1,5 +1,6 @@
 """`folder` data sets: tiny folders in several layouts, prepared, read back by name, and every
 error the brief names (unpaired, size mismatch, undecodable, unmapped mask values, ...)."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -347,3 +348,159 @@ def test_unknown_name_lists_ours_and_the_prepared_ones(tmp_path):
   assert len(message) < 600  # not the TFDS catalogue
   with pytest.raises(ValueError, match="has no split 'validation'"):
     _source('mine', tmp_path / 'd', 'validation')
+
+
+# ----------------------------------------------------------------------------- split folders
+
+
+def test_split_folders_rename_and_carve_validation_from_train(tmp_path):
+  write_plain(str(tmp_path / 'm'), {'training': 10, 'testing': 2})
+  options = folder_lib.folder_options_from_flags(
+      str(tmp_path / 'm'), None, None, None, None, None,
+      split_folders='training:train,testing:test')
+  result = prepare('folder', str(tmp_path / 'm'), str(tmp_path / 'd'), name='renamed',
+                   folder_options=options)
+  # No validation folder: the hash rule carves max(1, round(0.1 * 10)) = 1 out of train.
+  assert result['renamed']['splits'] == {'test': 2, 'train': 9, 'validation': 1}
+  assert result['renamed']['metadata']['pairing']['split_folders'] == [['training', 'train'],
+                                                                       ['testing', 'test']]
+  assert '--split_folders=training:train,testing:test' in format_report(result)
+  order = _common.hash_order([f'tr{i}' for i in range(10)], folder_lib.SPLIT_SALT)
+  assert [ex['id'] for ex in _read('renamed', tmp_path / 'd', 'validation')] == order[9:]
+  assert [ex['id'] for ex in _read('renamed', tmp_path / 'd', 'test')] == ['te0', 'te1']
+
+
+def test_split_folders_keep_a_validation_folder_and_train_1_keeps_train_whole(tmp_path):
+  write_plain(str(tmp_path / 'm'), {'a': 3, 'b': 2, 'c': 1})
+  mapped = _options(images='{split}/images/{id}.png', masks='{split}/masks/{id}.png',
+                    split_folders=(('a', 'train'), ('b', 'validation'), ('c', 'test')))
+  pairs, _ = folder_lib.find_pairs(str(tmp_path / 'm'), mapped)
+  assert {s: [p[0] for p in v] for s, v in pairs.items()} == {
+      'test': ['c0'], 'train': ['a0', 'a1', 'a2'], 'validation': ['b0', 'b1']}
+  whole = dataclasses.replace(mapped, split_folders=(('a', 'train'), ('c', 'test')),
+                              split_ratios=(('train', 1.0),))
+  os.rename(tmp_path / 'm' / 'b', tmp_path / 'b')
+  pairs, _ = folder_lib.find_pairs(str(tmp_path / 'm'), whole)
+  assert sorted(pairs) == ['test', 'train'] and len(pairs['train']) == 3
+
+
+@pytest.mark.parametrize('mapping,match', [
+    ('a:train,c:test', r"b/images/b0\.png: its split folder 'b' is not in "
+                       r'--split_folders=a:train,c:test; add b:SPLIT'),
+    ('a:train,b:validation,c:test,d:test2', r"'test2' is no split"),
+    ('a:train,b:validation,c:test,x:test', r"maps two folders to 'test'"),
+    ('a:train,b:validation,c:test,a:test', r"maps the folder 'a' twice"),
+    ('a:train,b:validation,c:test,x/y:test', 'without /'),
+])
+def test_bad_split_folders_are_named(tmp_path, mapping, match):
+  write_plain(str(tmp_path / 'm'), {'a': 2, 'b': 1, 'c': 1})
+  with pytest.raises(ValueError, match=match):
+    options = folder_lib.folder_options_from_flags(str(tmp_path / 'm'), None, None, None, None,
+                                                   None, split_folders=mapping)
+    folder_lib.find_pairs(str(tmp_path / 'm'), options)
+
+
+def test_split_folders_naming_a_folder_that_is_not_there(tmp_path):
+  write_plain(str(tmp_path / 'm'), {'a': 2, 'c': 1})
+  options = _options(images='{split}/images/{id}.png', masks='{split}/masks/{id}.png',
+                     split_folders=(('a', 'train'), ('validaton', 'validation'), ('c', 'test')))
+  _fails(tmp_path, r"names the folder 'validaton', but no file .*\(split folders found: a, c\)",
+         options)
+  no_split = _options(images='images/{id}.png', masks='masks/{id}.png',
+                      split_folders=(('a', 'train'),))
+  _fails(tmp_path, r'--split_folders=a:train renames the folders \{split\} stands for', no_split)
+  with pytest.raises(ValueError, match='expected FOLDER:SPLIT'):
+    folder_lib.parse_split_folders('training=train')
+
+
+# ----------------------------------------------------------------------------- regions of interest
+
+
+def write_with_rois(root, sizes, seed=0):
+  """`{split}/img/<id>.png`, `{split}/gt/<id>.png`, `{split}/fov/<id>_fov.gif` (ROI {0, 255}).
+
+  Returns {id: (image, mask01, roi01)}."""
+  rng = np.random.default_rng(seed)
+  truth = {}
+  for split, n in sizes.items():
+    for i in range(n):
+      example_id = f'{split[:2]}{i}'
+      image, mask = _pair(rng, k=i)
+      roi = np.zeros(mask.shape, np.uint8)
+      roi[1:-1 - i, 2:] = 255
+      _save(image, os.path.join(root, split, 'img', f'{example_id}.png'))
+      _save(mask, os.path.join(root, split, 'gt', f'{example_id}.png'))
+      _save(roi, os.path.join(root, split, 'fov', f'{example_id}_fov.gif'))
+      truth[example_id] = (image, (mask > 0).astype(np.uint8), (roi > 0).astype(np.uint8))
+  return truth
+
+
+ROI_TEMPLATES = dict(images='{split}/img/{id}.png', masks='{split}/gt/{id}.png',
+                     rois='{split}/fov/{id}_fov.gif')
+
+
+def test_three_templates_roi_read_back_and_missing_or_unpaired_rois_named(tmp_path):
+  manual = tmp_path / 'm'
+  truth = write_with_rois(str(manual), {'train': 3, 'test': 2})
+  os.remove(manual / 'train' / 'fov' / 'tr1_fov.gif')  # an image without its ROI
+  _save(np.zeros((20, 24), np.uint8), str(manual / 'test' / 'fov' / 'te7_fov.gif'))  # no image
+  result = prepare('folder', str(manual), str(tmp_path / 'd'), name='fov',
+                   folder_options=_options(**ROI_TEMPLATES))
+  metadata = result['fov']['metadata']
+  assert result['fov']['splits'] == {'test': 2, 'train': 3}
+  assert metadata['roi_files'] == {'test': 2, 'train': 2}
+  assert metadata['missing_rois'] == {'train': [str(manual / 'train' / 'img' / 'tr1.png')]}
+  assert metadata['ignored_files'] == [str(manual / 'test' / 'fov' / 'te7_fov.gif')]
+  report = format_report(result)
+  assert "--rois='{split}/fov/{id}_fov.gif'" in report
+  assert 'region-of-interest files: test=2, train=2' in report
+  assert '1 image(s) without a region-of-interest file (whole image used): ' in report
+  assert 'train/img/tr1.png' in report and 'skipped 1 image file(s)' in report
+  assert 'te7_fov.gif' in report
+  for split in ('train', 'test'):
+    for ex in _read('fov', tmp_path / 'd', split):
+      image, mask, roi = truth[ex['id']]
+      np.testing.assert_array_equal(ex['image'], image)
+      np.testing.assert_array_equal(ex['mask'], mask)
+      expected = np.ones_like(roi) if ex['id'] == 'tr1' else roi
+      np.testing.assert_array_equal(ex['roi'], expected)
+      assert ex['roi'].dtype == np.uint8
+
+
+def test_data_sets_without_rois_are_unchanged(tmp_path):
+  write_plain(str(tmp_path / 'm'), {'train': 2})
+  result = prepare('folder', str(tmp_path / 'm'), str(tmp_path / 'd'), name='plain')
+  metadata = result['plain']['metadata']
+  assert set(metadata['pairing']) == {'images', 'masks', 'split_ratios', 'mask_threshold',
+                                      'mask_classes'}
+  assert 'roi_files' not in metadata and 'missing_rois' not in metadata
+  assert set(_read('plain', tmp_path / 'd', 'train')[0]) == {'image', 'mask', 'id'}
+  with open(tmp_path / 'd' / 'plain' / '1.0.0' / 'features.json') as f:
+    assert '"roi"' not in f.read()
+
+
+@pytest.mark.parametrize('change,match', [
+    ('size', r'roi .*tr0_fov\.gif has size 23x20 \(WxH\) but its image .*tr0\.png is 24x20'),
+    ('values', r'roi .*tr0_fov\.gif holds values \{0, 7\}; expected a binary roi'),
+    ('none', r"no file under .* matching --rois='\{split\}/fov/\{id\}_fov\.gif' pairs with an "
+             'image'),
+])
+def test_bad_rois_are_named(tmp_path, change, match):
+  write_with_rois(str(tmp_path / 'm'), {'train': 2})
+  roi = tmp_path / 'm' / 'train' / 'fov' / 'tr0_fov.gif'
+  if change == 'size':
+    _save(np.zeros((20, 23), np.uint8), str(roi))
+  elif change == 'values':
+    _save(np.where(np.eye(20, 24) > 0, 7, 0).astype(np.uint8), str(roi))
+  else:
+    for name in os.listdir(roi.parent):
+      os.rename(roi.parent / name, roi.parent / name.replace('_fov', '_x'))
+  _fails(tmp_path, match, _options(**ROI_TEMPLATES))
+
+
+def test_roi_template_needs_split_like_the_others(tmp_path):
+  write_with_rois(str(tmp_path / 'm'), {'train': 1})
+  options = _options(**dict(ROI_TEMPLATES, rois='fov/{id}_fov.gif'))
+  _fails(tmp_path, r'\{split\} must be in all templates or in none', options)
+  clash = _options(**dict(ROI_TEMPLATES, rois='{split}/gt/{id}.png'))
+  _fails(tmp_path, r'tr0\.png matches both --masks=.* and --rois=', clash)

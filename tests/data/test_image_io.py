@@ -95,3 +95,24 @@ def test_builders_use_the_scaling_and_count_it(tmp_path):
 def test_one_extension_list():
   assert not hasattr(_common, 'IMAGE_EXTENSIONS')
   assert all(e == e.lower() and e.startswith('.') for e in image_io.IMAGE_EXTENSIONS)
+
+
+def test_rgb_tiff_and_palette_gif_as_drive_ships_them(tmp_path):
+  """DRIVE's files: LZW-compressed RGB TIFF images, GIF masks with a {0, 255} palette."""
+  rng = np.random.default_rng(1)
+  rgb = rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)
+  Image.fromarray(rgb).save(tmp_path / 'a.tif', compression='tiff_lzw')
+  pixels, encoded = _common.read_image(str(tmp_path / 'a.tif'))
+  np.testing.assert_array_equal(pixels, rgb)
+  assert encoded.startswith(b'\x89PNG')  # TIFF is stored as lossless PNG
+  values = np.zeros((7, 5), np.uint8)
+  values[2:5, 1:4] = 255
+  palette = Image.fromarray((values // 255).astype(np.uint8), mode='P')
+  palette.putpalette([0, 0, 0, 255, 255, 255])
+  palette.save(tmp_path / 'm.gif')
+  log = _common.ConversionLog()
+  raw = _common.read_mask_values(str(tmp_path / 'm.gif'), log, 'train', kind='roi')
+  np.testing.assert_array_equal(raw, values)
+  np.testing.assert_array_equal(_common.binarize_mask(raw, 'm.gif', kind='roi'), values // 255)
+  # PIL reads a gray-palette GIF as 'L' (nothing to count) or 'P' (counted as an roi one).
+  assert set(log.counts.get('train', {})) <= {'roi P->L'}

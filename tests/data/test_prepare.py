@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import termios
+import types
 
 import sgdc_jax  # noqa: F401  (sets XLA flags before anything imports jax)
 import numpy as np
@@ -21,6 +22,7 @@ from sgdc_jax.data.prepare import prepare
 from sgdc_jax import cli
 from test_builders import write_ph2
 from test_folder import write_plain
+from test_folder import write_with_rois
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -259,3 +261,38 @@ def test_second_run_on_the_same_data_set_is_refused(tmp_path):
   # Released (as when that run ends or is killed): it proceeds.
   assert prepare('folder', str(manual), str(data_dir), name='mine')['mine']['splits'] == {
       'train': 2}
+
+
+# ----------------------------------------------------------------------------- split folders, rois
+
+
+def _flags(**kwargs):
+  """Parsed flags as `prepare.run` reads them (every flag None unless given)."""
+  names = ('dataset', 'manual_dir', 'data_dir', 'name') + prepare_lib._FOLDER_FLAGS
+  return types.SimpleNamespace(**dict(dict.fromkeys(names), rebuild=False, **kwargs))
+
+
+def test_rois_and_split_folders_flags_reach_the_folder_builder(tmp_path):
+  manual = tmp_path / 'm'
+  write_with_rois(str(manual), {'fit': 4, 'eval': 2})
+  report = prepare_lib.run(_flags(
+      dataset='folder', name='fov', manual_dir=str(manual), data_dir=str(tmp_path / 'd'),
+      images='{split}/img/{id}.png', masks='{split}/gt/{id}.png', rois='{split}/fov/{id}_fov.gif',
+      split_folders='fit:train,eval:test'))
+  assert 'fov: test=2, train=3, validation=1' in report
+  assert 'region-of-interest files: test=2, train=3, validation=1' in report
+  # Other pairing options on a rerun: detected, as for the older options.
+  options = folder_lib.FolderOptions(images='{split}/img/{id}.png', masks='{split}/gt/{id}.png',
+                                     split_folders=(('fit', 'train'), ('eval', 'test')))
+  with pytest.raises(ValueError, match='was prepared with the pairing options .*--rebuild'):
+    prepare('folder', str(manual), str(tmp_path / 'd'), name='fov', folder_options=options)
+
+
+@pytest.mark.parametrize('flags,match', [
+    (dict(dataset='ph2', split_folders='a:train'), 'apply to --dataset=folder only$'),
+    (dict(dataset='drive', rois='x/{id}.gif'),
+     r'--rois apply to --dataset=folder only \(--dataset=drive takes --split_ratios only\)'),
+])
+def test_folder_flags_elsewhere_are_refused(flags, match):
+  with pytest.raises(ValueError, match=match):
+    prepare_lib.run(_flags(**flags))

@@ -8,6 +8,8 @@ decode without TensorFlow):
 - mask: `tfds.features.Tensor(shape=(None, None), encoding='zlib')` (raw uint8, compressed).
 - id: `IdText`, a `tfds.features.Text` that decodes to a Python `str` with NumPy readers
   (`tfds.data_source`), where the stock feature gives `bytes`.
+- roi (only data sets with a region of interest, e.g. DRIVE's field of view): uint8 (H, W),
+  1 inside, 0 outside, stored like the mask.
 """
 from __future__ import annotations
 
@@ -38,9 +40,10 @@ class IdText(tfds.features.Text):
     return example_data
 
 
-def segmentation_features(image_format: str, mask_doc: str) -> tfds.features.FeaturesDict:
-  """The features shared by all builders (see the module docstring)."""
-  return tfds.features.FeaturesDict({
+def segmentation_features(image_format: str, mask_doc: str,
+                          roi_doc: str | None = None) -> tfds.features.FeaturesDict:
+  """The features shared by all builders (see the module docstring); 'roi' when `roi_doc`."""
+  features = {
       'image':
           tfds.features.Image(shape=(None, None, 3),
                               dtype=np.uint8,
@@ -50,7 +53,11 @@ def segmentation_features(image_format: str, mask_doc: str) -> tfds.features.Fea
           tfds.features.Tensor(shape=(None, None), dtype=np.uint8, encoding='zlib', doc=mask_doc),
       'id':
           IdText(doc='file / patch id, e.g. ISIC_0000000'),
-  })
+  }
+  if roi_doc is not None:
+    features['roi'] = tfds.features.Tensor(shape=(None, None), dtype=np.uint8, encoding='zlib',
+                                           doc=roi_doc)
+  return tfds.features.FeaturesDict(features)
 
 
 class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -70,6 +77,8 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
   CITATION = ''
   IMAGE_FORMAT = 'png'
   MASK_DOC = 'binary mask: 0 background, 1 foreground'
+  # Set (a doc string) for data sets whose examples carry a region of interest 'roi'.
+  ROI_DOC: str | None = None
   # Split sizes of the official release, checked (warning only) after pairing the files.
   OFFICIAL_SPLIT_SIZES: dict[str, int] = {}
 
@@ -88,7 +97,7 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     return tfds.core.DatasetInfo(
         builder=self,
         description=self.DESCRIPTION,
-        features=segmentation_features(self.IMAGE_FORMAT, self.MASK_DOC),
+        features=segmentation_features(self.IMAGE_FORMAT, self.MASK_DOC, self.ROI_DOC),
         homepage=self.HOMEPAGE,
         citation=self.CITATION,
         metadata=tfds.core.MetadataDict(),
@@ -133,9 +142,14 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     _common.check_same_size(pixels, mask, image_path, mask_path)
     return encoded, mask
 
-  def _generate_pairs(self, pairs: Sequence[tuple[str, str, str]],
-                      split: str) -> Iterator[tuple[str, dict]]:
-    """Yields examples from `(id, image_path, mask_path)` triples, validating every file.
+  def _load_example(self, paths: Sequence[str | None], split: str) -> dict:
+    """The features of one example but its id, from the paths after the id in a pair tuple
+    (`(image_path, mask_path)` here; builders with more files per example override it)."""
+    encoded, mask = self._load_pair(*paths, split)
+    return {'image': encoded, 'mask': mask}
+
+  def _generate_pairs(self, pairs: Sequence[tuple], split: str) -> Iterator[tuple[str, dict]]:
+    """Yields examples from `(id, image_path, mask_path, ...)` tuples, validating every file.
 
     Files are decoded by a few threads (PIL releases the GIL) with a bounded look-ahead, so
     memory stays at a handful of full-size images; examples come out in the given order.
@@ -145,11 +159,11 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
       pending = collections.deque()
       for k in range(len(pairs)):
         while len(pending) < 2 * workers and k + len(pending) < len(pairs):
-          _, image_path, mask_path = pairs[k + len(pending)]
-          pending.append(pool.submit(self._load_pair, image_path, mask_path, split))
-        encoded, mask = pending.popleft().result()
+          paths = pairs[k + len(pending)][1:]
+          pending.append(pool.submit(self._load_example, paths, split))
+        example = pending.popleft().result()
         example_id = pairs[k][0]
-        yield example_id, {'image': encoded, 'mask': mask, 'id': example_id}
+        yield example_id, {**example, 'id': example_id}
     self._record_split_done(split, len(pairs))
 
 

@@ -111,8 +111,8 @@ def encode_png(pixels: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
-def binarize_mask(values: np.ndarray, path: str) -> np.ndarray:
-  """Maps a binary mask to {0, 1}.
+def binarize_mask(values: np.ndarray, path: str, kind: str = 'mask') -> np.ndarray:
+  """Maps a binary mask (or region of interest, `kind='roi'`) to {0, 1}.
 
   Accepted value sets: any subset of {0, 1} (kept), of {0, 255} (255 -> 1) or, for 16-bit
   masks, of {0, 65535} (65535 -> 1), so an all-background or all-lesion mask is fine.
@@ -120,6 +120,7 @@ def binarize_mask(values: np.ndarray, path: str) -> np.ndarray:
   Args:
     values: integer or bool array `(H, W)`.
     path: file name for the error message.
+    kind: what the file is, for the error message.
 
   Returns:
     uint8 `(H, W)` with values in {0, 1}.
@@ -139,12 +140,13 @@ def binarize_mask(values: np.ndarray, path: str) -> np.ndarray:
     return (values == 65535).astype(np.uint8)
   shown = ', '.join(str(v) for v in present[:10]) + (' ...' if present.size > 10 else '')
   raise ValueError(
-      f'mask {path} holds values {{{shown}}}; expected a binary mask with values in {{0, 1}}, '
-      '{0, 255} or (16-bit) {0, 65535}')
+      f'{kind} {path} holds values {{{shown}}}; expected a binary {kind} with values in '
+      '{0, 1}, {0, 255} or (16-bit) {0, 65535}')
 
 
-def read_mask_values(path: str, log: ConversionLog | None = None, split: str = '') -> np.ndarray:
-  """Decodes a mask file to its raw integer values `(H, W)`.
+def read_mask_values(path: str, log: ConversionLog | None = None, split: str = '',
+                     kind: str = 'mask') -> np.ndarray:
+  """Decodes a mask file (or a region of interest, `kind='roi'`) to its raw values `(H, W)`.
 
   Single-channel masks (1-bit, L, 16-bit, 32-bit) are read as they are; floating-point masks
   only when every value is an integer. RGB / paletted masks are accepted when their colour
@@ -160,18 +162,18 @@ def read_mask_values(path: str, log: ConversionLog | None = None, split: str = '
   mode = img.mode
   frames = getattr(img, 'n_frames', 1)
   if frames > 1:  # a second page may hold labels too: which one is the mask is not ours to pick
-    raise ValueError(f'mask {path} has {frames} frames (pages); expected a single image')
+    raise ValueError(f'{kind} {path} has {frames} frames (pages); expected a single image')
   if img.has_transparency_data:
-    values, how = _split_alpha(img, path)
-    _count(log, split, f'mask {mode}->{how}')
+    values, how = _split_alpha(img, path, kind)
+    _count(log, split, f'{kind} {mode}->{how}')
     return values
   if mode in ('1', 'L', 'I') + image_io.SIXTEEN_BIT_MODES:
     return np.asarray(img)
   if mode == 'F':
-    _count(log, split, 'mask F->integer')
-    return _integer_values(np.asarray(img), path)
-  gray = _gray_or_error(np.asarray(img.convert('RGB')), path, mode)
-  _count(log, split, f'mask {mode}->L')
+    _count(log, split, f'{kind} F->integer')
+    return _integer_values(np.asarray(img), path, kind)
+  gray = _gray_or_error(np.asarray(img.convert('RGB')), path, mode, kind)
+  _count(log, split, f'{kind} {mode}->L')
   return gray
 
 
@@ -180,7 +182,7 @@ def _count(log: ConversionLog | None, split: str, what: str) -> None:
     log.add(split, what)
 
 
-def _integer_values(values: np.ndarray, path: str) -> np.ndarray:
+def _integer_values(values: np.ndarray, path: str, kind: str = 'mask') -> np.ndarray:
   """Float `(H, W)` holding whole numbers in [0, 65535] -> int32; ValueError otherwise (a
   soft / probability mask must not be rounded silently)."""
   finite = np.isfinite(values).all()
@@ -188,16 +190,16 @@ def _integer_values(values: np.ndarray, path: str) -> np.ndarray:
       values.size and (values.min() < 0 or values.max() > 65535)):
     bad = values[~np.isfinite(values) | (values != np.round(values))]
     example = bad.flat[0] if bad.size else values.max()
-    raise ValueError(f'mask {path} is a floating-point image with values that are not whole '
+    raise ValueError(f'{kind} {path} is a floating-point image with values that are not whole '
                      f'numbers in 0..65535 (e.g. {float(example):g}); expected integer labels')
   return values.astype(np.int32)
 
 
-def _gray_or_error(rgb: np.ndarray, path: str, mode: str) -> np.ndarray:
+def _gray_or_error(rgb: np.ndarray, path: str, mode: str, kind: str = 'mask') -> np.ndarray:
   """Channel 0 of uint8 `(H, W, 3)` whose channels are equal; ValueError otherwise."""
   if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-    raise ValueError(f'mask {path} is a colour ({mode}) image whose channels differ; '
-                     'expected a single-channel mask')
+    raise ValueError(f'{kind} {path} is a colour ({mode}) image whose channels differ; '
+                     f'expected a single-channel {kind}')
   return rgb[..., 0]
 
 
@@ -206,7 +208,7 @@ def _shown(values: np.ndarray) -> str:
   return '{' + ', '.join(str(v) for v in present[:6]) + (' ...' if present.size > 6 else '') + '}'
 
 
-def _split_alpha(img: Image.Image, path: str) -> tuple[np.ndarray, str]:
+def _split_alpha(img: Image.Image, path: str, kind: str = 'mask') -> tuple[np.ndarray, str]:
   """The mask of an image with transparency, and how it was found.
 
   Painted masks come both ways: gray/colour values on an opaque image, or paint on a
@@ -230,7 +232,7 @@ def _split_alpha(img: Image.Image, path: str) -> tuple[np.ndarray, str]:
     rgba = np.asarray(img.convert('RGBA'))
     colour, alpha = rgba[..., :3], rgba[..., 3]
   if alpha.min() == alpha.max() and alpha.flat[0] > 0:
-    gray = colour if colour.ndim == 2 else _gray_or_error(colour, path, mode)
+    gray = colour if colour.ndim == 2 else _gray_or_error(colour, path, mode, kind)
     return gray, f'L (alpha {alpha.flat[0]} everywhere, dropped)'
   visible = colour[alpha > 0] if (alpha > 0).any() else colour.reshape(-1, *colour.shape[2:])
   if (visible == visible[:1]).all():
@@ -239,7 +241,7 @@ def _split_alpha(img: Image.Image, path: str) -> tuple[np.ndarray, str]:
   if (colour.ndim == 2 or (colour == gray[..., None]).all()) and np.array_equal(gray, alpha):
     return alpha, 'alpha (gray equals alpha)'
   raise ValueError(
-      f'mask {path} ({mode}) carries content in both its colour and its alpha channel: colour '
+      f'{kind} {path} ({mode}) carries content in both its colour and its alpha channel: colour '
       f'{_shown(gray)}, alpha {_shown(alpha)}; expected the mask in one of them with the other '
       'constant (e.g. opaque gray values, or one paint colour on transparency), or a '
       'single-channel mask')

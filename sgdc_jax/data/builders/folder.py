@@ -16,6 +16,19 @@ recognised:
 Example, folders `trainx/imgx1.jpg` <-> `trainy/imgy1.jpg` (also validation..., test...):
   --images='{split}x/imgx{id}.jpg' --masks='{split}y/imgy{id}.jpg'
 
+`{split}` may repeat: every occurrence holds the same text, so split words inside file names
+need no per-split templates. DRIVE names its files `training/images/21_training.tif` and
+`test/images/01_test.tif`; one template reads both: '{split}/images/{id}_{split}.tif'.
+
+Region of interest (optional). `--rois` is a third template (same placeholders; `{split}` in
+all three or in none) for a file per example marking where the image is valid, e.g. the
+field-of-view mask of a fundus photograph. Examples then carry `roi`: uint8 (H, W), 1 inside,
+0 outside (files: binary masks as for the default mask rule; same size as the image). An image
+without its ROI file gets the whole image as ROI; such images are counted per split, named in
+the report and listed in the metadata (`missing_rois`). ROI files without an image are skipped
+and named like other unpaired files; no ROI file at all is an error (a wrong template).
+Without `--rois` the examples, the metadata and the stored pairing options are as before.
+
 Subfolders. `{id}` may hold subfolders: `images/benign/a.png` has the id `benign/a` and pairs
 with `masks/benign/a.png`. A path matching both templates belongs to the one whose `{id}`
 holds no '/' (so `--images='{id}.*' --masks='masks/{id}.*'` reads `masks/a.png` as a mask).
@@ -24,7 +37,13 @@ report and kept in the metadata (`ignored_files`); elsewhere they are errors (be
 Symbolic links to files and folders are followed; broken links, loops and a folder reached
 twice are errors naming the link (`_common.list_files`).
 
-Splits. With `{split}` in the templates every split found is kept; otherwise all pairs are
+Splits. With `{split}` in the templates every split found is kept under the name it has;
+`--split_folders=FOLDER:SPLIT,...` renames them (e.g. `training:train,test:test`), SPLIT one of
+train, validation, test. Every `{split}` value found must be mapped and every mapped one found
+(else an error naming the folder); two folders may not map to one split. With
+`--split_folders` and no validation split, one is carved out of train by the hash rule below
+with CARVED_SPLIT_RATIOS (train=0.9, validation=0.1; `--split_ratios` overrides it, e.g.
+`train=1` keeps train whole). Otherwise all pairs are
 split by `--split_ratios` (default train=0.8,validation=0.1,test=0.1): ids ordered by
 sha256(f'{SPLIT_SALT}:{id}'), then cut by `_common.split_counts` (seeded, platform-independent,
 independent of the file order). With `{split}` and `--split_ratios`, the `train` split is the
@@ -65,6 +84,10 @@ SPLIT_SALT = 'sgdc_jax-folder-v1'
 DEFAULT_SPLIT_RATIOS = (('train', 0.8), ('validation', 0.1), ('test', 0.1))
 # Mask values strictly inside (AMBIGUOUS_LOW, AMBIGUOUS_HIGH) of 255 count as ambiguous.
 AMBIGUOUS_LOW, AMBIGUOUS_HIGH = 30, 225
+# Carves validation out of train when `--split_folders` maps no folder to it.
+CARVED_SPLIT_RATIOS = (('train', 0.9), ('validation', 0.1))
+SPLIT_FOLDER_TARGETS = ('train', 'validation', 'test')
+ROI_DOC = 'region of interest: 1 inside (e.g. the field of view), 0 outside'
 PLAIN_LAYOUTS = (('{split}/images/{id}.*', '{split}/masks/{id}.*'), ('images/{id}.*',
                                                                      'masks/{id}.*'))
 _NAME_RE = re.compile(r'[a-z][a-z0-9_]*')
@@ -82,12 +105,16 @@ class FolderOptions:
       without `{split}` the default ratios apply).
     mask_threshold: class 1 where mask value > threshold (0..254), or None.
     mask_classes: `((file value, class), ...)`, or None.
+    rois: region-of-interest template, or None.
+    split_folders: `((value of {split}, split), ...)`, or None (splits keep their names).
   """
   images: str
   masks: str
   split_ratios: tuple[tuple[str, float], ...] | None = None
   mask_threshold: int | None = None
   mask_classes: tuple[tuple[int, int], ...] | None = None
+  rois: str | None = None
+  split_folders: tuple[tuple[str, str], ...] | None = None
 
   def __post_init__(self):
     if self.mask_threshold is not None and self.mask_classes is not None:
@@ -111,10 +138,24 @@ class FolderOptions:
       fractions = [f for _, f in self.split_ratios]
       if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f'--split_ratios must be positive and sum to 1, got {self.split_ratios}')
+    if self.split_folders is not None:
+      _check_split_folders(self.split_folders)
 
   def as_dict(self) -> dict:
-    """JSON-friendly form, stored in the dataset metadata and compared on reruns."""
-    return json.loads(json.dumps(dataclasses.asdict(self)))
+    """JSON-friendly form, stored in the dataset metadata and compared on reruns (the newer
+    fields only when set, so data sets prepared without them compare equal)."""
+    out = json.loads(json.dumps(dataclasses.asdict(self)))
+    for key in ('rois', 'split_folders'):
+      if out[key] is None:
+        del out[key]
+    return out
+
+  def templates(self) -> dict[str, str]:
+    """`{'images': ..., 'masks': ...[, 'rois': ...]}`: what each kind of file matches."""
+    out = {'images': self.images, 'masks': self.masks}
+    if self.rois is not None:
+      out['rois'] = self.rois
+    return out
 
   def mask_rule(self) -> str:
     """One line describing how mask values become labels."""
@@ -143,6 +184,44 @@ def parse_split_ratios(text: str) -> tuple[tuple[str, float], ...]:
   """'train=0.8,validation=0.1,test=0.1' -> (('train', 0.8), ...)."""
   return _parse_pairs(text, '=', str.strip, float, '--split_ratios',
                       'SPLIT=FRACTION,... such as train=0.8,validation=0.1,test=0.1')
+
+
+def split_folders_text(split_folders: Sequence[tuple[str, str]]) -> str:
+  """((folder, split), ...) -> 'folder:split,...' (the flag's form, for messages)."""
+  return ','.join(f'{folder}:{split}' for folder, split in split_folders)
+
+
+def parse_split_folders(text: str) -> tuple[tuple[str, str], ...]:
+  """'training:train,test:test' -> (('training', 'train'), ('test', 'test'))."""
+
+  def word(part: str) -> str:
+    if not part.strip():
+      raise ValueError
+    return part.strip()
+
+  return _parse_pairs(text, ':', word, word, '--split_folders',
+                      'FOLDER:SPLIT,... such as training:train,test:test')
+
+
+def _check_split_folders(split_folders: Sequence[tuple[str, str]]) -> None:
+  """ValueError for a folder named twice, a target other than train/validation/test, or two
+  folders mapped to one split."""
+  text = split_folders_text(split_folders)
+  folders = [f for f, _ in split_folders]
+  targets = [t for _, t in split_folders]
+  twice = sorted({f for f in folders if folders.count(f) > 1})
+  if twice:
+    raise ValueError(f'--split_folders={text} maps the folder {twice[0]!r} twice')
+  if any('/' in f for f in folders):
+    raise ValueError(f'--split_folders={text}: folder names are single names, without /')
+  unknown = [t for t in targets if t not in SPLIT_FOLDER_TARGETS]
+  if unknown:
+    raise ValueError(f'--split_folders={text}: {unknown[0]!r} is no split; map each folder to '
+                     f'one of {", ".join(SPLIT_FOLDER_TARGETS)}')
+  shared = sorted({t for t in targets if targets.count(t) > 1})
+  if shared:
+    raise ValueError(f'--split_folders={text} maps two folders to {shared[0]!r}; give each '
+                     'split one folder')
 
 
 def parse_mask_classes(text: str) -> tuple[tuple[int, int], ...]:
@@ -240,46 +319,53 @@ def _expected_mask(template: str, split: str | None, example_id: str) -> str:
   return template.replace('{split}', split or '').replace('{id}', example_id)
 
 
-def _match(rel: str, path: str, image_re: re.Pattern, mask_re: re.Pattern,
+def _match(rel: str, path: str, regexes: dict[str, re.Pattern],
            options: FolderOptions) -> tuple[str, re.Match] | None:
-  """`('images' | 'masks', match)` for a relative path, or None when it matches neither.
+  """`('images' | 'masks' | 'rois', match)` for a relative path, or None when it matches none.
 
-  A path matching both templates is the one whose `{id}` holds no '/' (the other match reaches
-  into a subfolder); with no such tie-break it is an error.
+  A path matching several templates is the one whose `{id}` holds no '/' (the other matches
+  reach into a subfolder); with no such tie-break it is an error.
   """
-  m_image, m_mask = image_re.fullmatch(rel), mask_re.fullmatch(rel)
-  if m_image and m_mask:
-    deep_image, deep_mask = ('/' in m.group('id') for m in (m_image, m_mask))
-    if deep_image == deep_mask:
-      raise ValueError(f'{path} matches both --images={options.images!r} and '
-                       f'--masks={options.masks!r}; make the templates distinct')
-    m_image, m_mask = (None, m_mask) if deep_image else (m_image, None)
-  if m_image:
-    return 'images', m_image
-  return ('masks', m_mask) if m_mask else None
+  matches = {what: m for what, regex in regexes.items() if (m := regex.fullmatch(rel))}
+  if len(matches) > 1:
+    shallow = {what: m for what, m in matches.items() if '/' not in m.group('id')}
+    if len(shallow) != 1:
+      clash = shallow or matches
+      named = ' and '.join(f'--{what}={getattr(options, what)!r}' for what in clash)
+      raise ValueError(f'{path} matches {"both" if len(clash) == 2 else "all of"} {named}; '
+                       'make the templates distinct')
+    matches = shallow
+  return next(iter(matches.items()), None)
 
 
 def find_pairs(manual_dir: str, options: FolderOptions
-              ) -> tuple[dict[str, list[tuple[str, str, str]]], list[str]]:
+              ) -> tuple[dict[str, list[tuple]], list[str]]:
   """Pairs the files of `manual_dir` and assigns splits.
 
   Returns:
-    `({split: [(id, image_path, mask_path)] in `natural_key` order of id}, ignored paths)`.
+    `({split: [(id, image_path, mask_path)] in `natural_key` order of id}, ignored paths)`;
+    with `options.rois` the tuples end with the ROI path (None: the image has no ROI file).
 
   Raises:
     ValueError: see the module docstring (every message names the file).
   """
-  image_re = template_regex(options.images, '--images')
-  mask_re = template_regex(options.masks, '--masks')
-  if ('split' in image_re.groupindex) != ('split' in mask_re.groupindex):
-    raise ValueError(f'--images={options.images!r} and --masks={options.masks!r}: {{split}} '
-                     'must be in both templates or in neither')
-  has_split = 'split' in image_re.groupindex
-  found: dict[str, dict[tuple, str]] = {'images': {}, 'masks': {}}
+  templates = options.templates()
+  regexes = {what: template_regex(t, f'--{what}') for what, t in templates.items()}
+  with_split = [what for what, regex in regexes.items() if 'split' in regex.groupindex]
+  if with_split and len(with_split) != len(regexes):
+    shown = ' and '.join(f'--{what}={t!r}' for what, t in templates.items())
+    where = 'both templates or in neither' if len(regexes) == 2 else 'all templates or in none'
+    raise ValueError(f'{shown}: {{split}} must be in {where}')
+  has_split = bool(with_split)
+  if options.split_folders is not None and not has_split:
+    raise ValueError(f'--split_folders={split_folders_text(options.split_folders)} renames the '
+                     f'folders {{split}} stands for, but --images={options.images!r} has no '
+                     '{split}')
+  found: dict[str, dict[tuple, str]] = {what: {} for what in templates}
   ignored = []
   for rel in _common.list_files(manual_dir):
     path = os.path.join(manual_dir, rel)
-    matched = _match(rel, path, image_re, mask_re, options)
+    matched = _match(rel, path, regexes, options)
     if matched is None:
       ignored.append(path)
       continue
@@ -293,19 +379,25 @@ def find_pairs(manual_dir: str, options: FolderOptions
       ignored.append(path)
       continue
     split = m.group('split') if has_split else None
-    if split is not None and (not _SPLIT_RE.fullmatch(split) or split == 'all'):
+    if (split is not None and options.split_folders is None and
+        (not _SPLIT_RE.fullmatch(split) or split == 'all')):
       raise ValueError(f'{path}: split name {split!r} from {{split}} must be a word (letters, '
-                       "digits, _) other than 'all'")
+                       "digits, _) other than 'all' (or rename it with --split_folders)")
     key = (split, m.group('id'))
     if key in found[what]:
       raise ValueError(f'two {what} for id {key[1]!r}: {found[what][key]} and {path}')
     found[what][key] = path
+  # Before pairing: a folder the map lacks explains the unpaired files it would give.
+  names = _split_names(found, options) if has_split else {None: ''}
   images, masks = found['images'], found['masks']
   # Unpaired files in subfolders were never read before subfolders were: skip and name them.
   for unpaired, source in ((set(images) - set(masks), images), (set(masks) - set(images), masks)):
     for key in unpaired:
       if '/' in key[1]:
         ignored.append(source.pop(key))
+  rois = found.get('rois')
+  if rois is not None:  # ROI files without an image: skipped and named
+    ignored.extend(rois.pop(key) for key in set(rois) - set(images))
   if not images:
     raise ValueError(f'no file under {manual_dir} matches --images={options.images!r}')
   lacking = sorted(set(images) - set(masks), key=str)
@@ -320,16 +412,52 @@ def find_pairs(manual_dir: str, options: FolderOptions
     more = f' ({len(orphans) - 1} more mask(s) without image)' if len(orphans) > 1 else ''
     raise ValueError(f'mask {masks[orphans[0]]} has no image matching --images='
                      f'{options.images!r}{more}')
-  by_split: dict[str, dict[str, tuple[str, str, str]]] = {}
+  if rois is not None and not rois:
+    raise ValueError(f'no file under {manual_dir} matching --rois={options.rois!r} pairs with an '
+                     f'image (--images={options.images!r}); check the template')
+  by_split: dict[str, dict[str, tuple]] = {}
   for (split, example_id), image_path in images.items():
-    by_split.setdefault(split or '', {})[example_id] = (example_id, image_path,
-                                                        masks[(split, example_id)])
+    extra = () if rois is None else (rois.get((split, example_id)),)
+    by_split.setdefault(names[split], {})[example_id] = (
+        example_id, image_path, masks[(split, example_id)]) + extra
   return _assign_splits(by_split, options, has_split), sorted(ignored)
+
+
+def _split_names(found: dict[str, dict[tuple, str]], options: FolderOptions) -> dict[str, str]:
+  """{value of {split}: split name}: itself, or its `--split_folders` name.
+
+  Args:
+    found: {'images' | 'masks' | 'rois': {(value of {split}, id): path}}.
+
+  Raises:
+    ValueError: a value found that the map lacks (names a file), or a mapped one not found.
+  """
+  paths = {key: path for files in found.values() for key, path in files.items()}
+  values = sorted({split for split, _ in paths})
+  if options.split_folders is None:
+    return {s: s for s in values}
+  mapping = dict(options.split_folders)
+  text = split_folders_text(options.split_folders)
+  for split in values:
+    if split not in mapping:
+      example = next(p for files in found.values() for (s, _), p in sorted(files.items())
+                     if s == split)  # an image when there is one
+      raise ValueError(f'{example}: its split folder {split!r} is not in --split_folders={text}; '
+                       f'add {split}:SPLIT (SPLIT one of {", ".join(SPLIT_FOLDER_TARGETS)})')
+  absent = [folder for folder in mapping if folder not in values]
+  if absent and values:  # no file at all: find_pairs says that no file matches --images
+    raise ValueError(f'--split_folders={text} names the folder {absent[0]!r}, but no file '
+                     f'matching --images={options.images!r} or the other templates is there '
+                     f'(split folders found: {", ".join(values) or "none"})')
+  return mapping
 
 
 def _assign_splits(by_split, options: FolderOptions, has_split: bool):
   """Keeps the found splits, or divides the pool ('' without {split}, else 'train')."""
   ratios = options.split_ratios
+  if (ratios is None and options.split_folders is not None and 'train' in by_split and
+      'validation' not in by_split):
+    ratios = CARVED_SPLIT_RATIOS
   if not has_split:
     ratios = ratios or DEFAULT_SPLIT_RATIOS
     pool_name = ''
@@ -409,14 +537,20 @@ class Folder(_base.SegmentationBuilder, skip_registration=True):
   def __init__(self, *, options: FolderOptions | None = None, **kwargs):
     self.options = options
     if options is not None:
-      self.DESCRIPTION = (f'Images and masks prepared from a local folder by '
-                          f'sgdc_jax.data.prepare: --images={options.images!r} '
-                          f'--masks={options.masks!r}; masks: {options.mask_rule()}.')
+      if type(self).DESCRIPTION == Folder.DESCRIPTION:  # presets (drive) keep their own
+        rois = f' --rois={options.rois!r}' if options.rois is not None else ''
+        self.DESCRIPTION = (f'Images and masks prepared from a local folder by '
+                            f'sgdc_jax.data.prepare: --images={options.images!r} '
+                            f'--masks={options.masks!r}{rois}; masks: {options.mask_rule()}.')
       if options.mask_classes is not None:
         self.MASK_DOC = f'class-index mask ({options.mask_rule()})'
+      if options.rois is not None:
+        self.ROI_DOC = ROI_DOC
     super().__init__(**kwargs)
     self._ambiguous: dict[str, int] = {}
     self._pixels: dict[str, int] = {}
+    self._rois: dict[str, int] = {}
+    self._missing_rois: dict[str, list[str]] = {}
     self._lock = threading.Lock()
 
   @classmethod
@@ -447,10 +581,41 @@ class Folder(_base.SegmentationBuilder, skip_registration=True):
       self._pixels[split] = self._pixels.get(split, 0) + int(values.size)
     return encoded, mask
 
+  def _load_example(self, paths, split):
+    example = super()._load_example(paths[:2], split)
+    if self.options.rois is not None:
+      example['roi'] = self._load_roi(paths[2], paths[0], example['mask'].shape, split)
+    return example
+
+  def _load_roi(self, roi_path: str | None, image_path: str, shape: tuple[int, int],
+                split: str) -> np.ndarray:
+    """uint8 `(H, W)` region of interest, 1 inside; the whole image (counted) without a file.
+
+    Raises:
+      ValueError: undecodable or non-binary file, or a size other than the image's (names it).
+    """
+    with self._lock:
+      if roi_path is None:
+        self._missing_rois.setdefault(split, []).append(image_path)
+      else:
+        self._rois[split] = self._rois.get(split, 0) + 1
+    if roi_path is None:
+      return np.ones(shape, np.uint8)
+    values = _common.read_mask_values(roi_path, self._log, split, kind='roi')
+    roi = _common.binarize_mask(values, roi_path, kind='roi')
+    if roi.shape != shape:
+      raise ValueError(f'roi {roi_path} has size {roi.shape[1]}x{roi.shape[0]} (WxH) but its '
+                       f'image {image_path} is {shape[1]}x{shape[0]}')
+    return roi
+
   def _record_split_done(self, split: str, n: int) -> None:
     with self._lock:
       self.info.metadata['ambiguous_mask_pixels'] = dict(sorted(self._ambiguous.items()))
       self.info.metadata['mask_pixels'] = dict(sorted(self._pixels.items()))
+      if self.options.rois is not None:
+        self.info.metadata['roi_files'] = dict(sorted(self._rois.items()))
+        self.info.metadata['missing_rois'] = {
+            s: sorted(paths) for s, paths in sorted(self._missing_rois.items())}
     super()._record_split_done(split, n)
 
 
@@ -463,7 +628,8 @@ def builder_class(name: str) -> type[Folder]:
 
 def folder_options_from_flags(manual_dir: str, images: str | None, masks: str | None,
                               split_ratios: str | None, mask_threshold: int | None,
-                              mask_classes: str | None) -> FolderOptions:
+                              mask_classes: str | None, rois: str | None = None,
+                              split_folders: str | None = None) -> FolderOptions:
   """Builds `FolderOptions` from command-line strings (plain layout when no templates).
 
   Raises:
@@ -478,7 +644,24 @@ def folder_options_from_flags(manual_dir: str, images: str | None, masks: str | 
       masks=masks,
       split_ratios=parse_split_ratios(split_ratios) if split_ratios else None,
       mask_threshold=mask_threshold,
-      mask_classes=parse_mask_classes(mask_classes) if mask_classes else None)
+      mask_classes=parse_mask_classes(mask_classes) if mask_classes else None,
+      rois=rois,
+      split_folders=parse_split_folders(split_folders) if split_folders else None)
+
+
+def roi_lines(metadata: dict) -> Sequence[str]:
+  """Report lines for the regions of interest (empty for data sets without them)."""
+  if 'roi_files' not in metadata:
+    return []
+  found, missing = metadata['roi_files'], metadata.get('missing_rois', {})
+  counts = ', '.join(f'{s}={found.get(s, 0)}' for s in sorted(set(found) | set(missing)))
+  lines = [f'  region-of-interest files: {counts}']
+  lacking = [p for s in sorted(missing) for p in missing[s]]
+  if lacking:
+    shown = ', '.join(lacking[:5]) + (f' and {len(lacking) - 5} more' if len(lacking) > 5 else '')
+    lines.append(f'  {len(lacking)} image(s) without a region-of-interest file (whole image '
+                 f'used): {shown}')
+  return lines
 
 
 def ambiguity_lines(metadata: dict) -> Sequence[str]:
