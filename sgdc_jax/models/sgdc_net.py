@@ -8,7 +8,7 @@
        drop-path rates rise linearly from 0 to `drop_path` over the blocks)
   head: conv3x3-BN-ReLU (D) at stride 4
   output_stride 2 / 1 only (UpsamplePath, C = max(16, D/4) channels, S = 16):
-       conv1x1 D -> C, bilinear x2, + conv1x1 of the ResNet stem c0 (stride 2, before the
+       conv1x1 D -> C, bilinear x2 (upsample_bilinear), + conv1x1 of the ResNet stem c0 (stride 2, before the
        max-pool), conv3x3-BN-ReLU (C)                                     -> stride 2
        [1] conv1x1 C -> S, bilinear x2, + conv3x3-BN-ReLU(images) (S), conv3x3-BN-ReLU (S)
   conv1x1 (bias) -> num_classes; bilinear resize to (H, W) (none for output_stride 1).
@@ -91,6 +91,26 @@ class FPNDecoder(nn.Module):
     return nn.relu(batch_norm(train, 'smooth_bn', self.dtype)(x))
 
 
+def upsample_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """`resize_bilinear(x, size)` for `(B, h, w, C)`; an exact x2 upsampling is done as a 2-tap
+  stencil per axis (same values: half-pixel centres, edge clamping), O(output) work instead of
+  `jax.image.resize`'s dense (out x in) interpolation matrices, which at 576x576 cost more than
+  the convolutions of the upsampling path."""
+  if tuple(size) != (2 * x.shape[1], 2 * x.shape[2]):
+    return resize_bilinear(x, size)
+  for axis in (1, 2):
+    n = x.shape[axis]
+    prev = jnp.concatenate([jax.lax.slice_in_dim(x, 0, 1, axis=axis),
+                            jax.lax.slice_in_dim(x, 0, n - 1, axis=axis)], axis=axis)
+    nxt = jnp.concatenate([jax.lax.slice_in_dim(x, 1, n, axis=axis),
+                           jax.lax.slice_in_dim(x, n - 1, n, axis=axis)], axis=axis)
+    even, odd = 0.25 * prev + 0.75 * x, 0.75 * x + 0.25 * nxt  # output rows 2i, 2i + 1
+    shape = list(x.shape)
+    shape[axis] = 2 * n
+    x = jnp.stack([even, odd], axis=axis + 1).reshape(shape)
+  return x
+
+
 def upsample_channels(decoder_channels: int) -> int:
   """C, the channels of the stride-2 stage of `UpsamplePath`: max(16, D // 4)."""
   return max(16, decoder_channels // 4)
@@ -119,14 +139,14 @@ class UpsamplePath(nn.Module):
     `(B, H/2, W/2, C)` (output_stride 2) or `(B, H, W, S)` (output_stride 1)."""
     y = _conv(self.channels, 1, 'reduce2', self.dtype, False)(x)
     lateral = _conv(self.channels, 1, 'lateral2', self.dtype, False)(stem)
-    y = lateral + resize_bilinear(y, lateral.shape[1:3]).astype(lateral.dtype)
+    y = lateral + upsample_bilinear(y, lateral.shape[1:3]).astype(lateral.dtype)
     y = _conv(self.channels, 3, 'conv2', self.dtype, False)(y)
     y = nn.relu(batch_norm(train, 'bn2', self.dtype)(y))
     if self.output_stride == 1:
       y = _conv(IMAGE_STEM_CHANNELS, 1, 'reduce1', self.dtype, False)(y)
       s = _conv(IMAGE_STEM_CHANNELS, 3, 'image_conv', self.dtype, False)(images)
       s = nn.relu(batch_norm(train, 'image_bn', self.dtype)(s))
-      y = s + resize_bilinear(y, s.shape[1:3]).astype(s.dtype)
+      y = s + upsample_bilinear(y, s.shape[1:3]).astype(s.dtype)
       y = _conv(IMAGE_STEM_CHANNELS, 3, 'conv1', self.dtype, False)(y)
       y = nn.relu(batch_norm(train, 'bn1', self.dtype)(y))
     return y
@@ -230,7 +250,8 @@ class SGDCNet(nn.Module):
       x = UpsamplePath(upsample_channels(self.decoder_channels), self.output_stride, dtype,
                        name='upsample')(x, stem, images.astype(dtype), train)
     logits = _conv(self.num_classes, 1, 'head_out', dtype, True)(x)
-    outputs['logits'] = resize_bilinear(logits.astype(jnp.float32), (height, width))
+    resize = upsample_bilinear if fine else resize_bilinear  # stride 4: as before
+    outputs['logits'] = resize(logits.astype(jnp.float32), (height, width))
     return outputs
 
 
