@@ -211,7 +211,7 @@ class SGDCNet(nn.Module):
     if self.kernel_source not in KERNEL_SOURCES:
       raise ValueError(f'SGDCNet: kernel_source must be one of {KERNEL_SOURCES}, '
                        f'got {self.kernel_source!r}')
-    if self.output_stride not in OUTPUT_STRIDES:
+    if not is_int(self.output_stride) or self.output_stride not in OUTPUT_STRIDES:
       raise ValueError(f'SGDCNet: output_stride must be one of {OUTPUT_STRIDES}, '
                        f'got {self.output_stride!r}')
     dtype = _resolve_dtype(self.dtype)
