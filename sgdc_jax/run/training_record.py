@@ -141,6 +141,11 @@ def read_training_config(workdir: str) -> Optional[dict[str, Any]]:
   return data
 
 
+# Fields added after records were first written, with the value that reproduces what a record
+# without them was trained with: absent in the record and this value now is no difference.
+LATER_FIELDS = {"model.output_stride": 4}
+
+
 def _unreported(path: str) -> bool:
   return any(path.startswith(f) if f.endswith(".") else path == f for f in UNREPORTED_FIELDS)
 
@@ -171,7 +176,7 @@ def compare_training_config(config: ml_collections.ConfigDict,
   blocking, allowed = [], []
   for path in sorted(set(old) | set(new)):
     a, b = old.get(path, _ABSENT), new.get(path, _ABSENT)
-    if a == b or _unreported(path):
+    if a == b or _unreported(path) or (a == _ABSENT and LATER_FIELDS.get(path, _ABSENT) == b):
       continue
     is_blocking, why = _classify(path, a, b)
     (blocking if is_blocking else allowed).append(FieldDiff(path, a, b, why))

@@ -109,3 +109,19 @@ def test_eval_and_predict_settings_are_not_reported(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "predict: config differs from the workdir's training config in 2 field(s)" in out
   assert "predict." not in out.replace("predict: ", "")
+
+
+def test_a_record_from_before_a_later_field_resumes_at_its_old_value(tmp_path):
+  """A record written before `model.output_stride` existed was trained at stride 4: resuming
+  with 4 is no difference, with 2 it is a blocking one."""
+  workdir = str(tmp_path)
+  path = workdir_lib.record_training_config(_config(), workdir)
+  with open(path, encoding="utf-8") as f:
+    record = json.load(f)
+  del record["model"]["output_stride"]
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(record, f)
+  assert workdir_lib.compare_training_config(_config(), workdir).blocking == []
+  comparison = workdir_lib.compare_training_config(_config(model__output_stride=2), workdir)
+  assert [str(d) for d in comparison.blocking] == [
+      "model.output_stride: '(absent)' (workdir) vs 2 (now)"]
