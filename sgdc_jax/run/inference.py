@@ -272,8 +272,8 @@ class Scorer:
       visit: called (on process 0 only) with each `ScoredImage`, in iterator order.
     Returns:
       `(rows, summary)`: per-image rows (`ScoredImage.row`) sorted by index, and the
-      `metrics.summarize` dict plus 'split', 'resolution' and, when records had one, 'roi'
-      (how many images were scored inside their region of interest).
+      `metrics.summarize` dict (its 'region' and 'n_roi' say whether and how many images were
+      scored inside their region of interest) plus 'split' and 'resolution'.
     Raises:
       ValueError: if a record is scored twice or not at all.
     """
@@ -287,20 +287,16 @@ class Scorer:
     rows: list[dict[str, Any]] = []
     per_image: list[dict[str, Any]] = []
     seen: set[int] = set()
-    n_roi = 0
     for idx, ex, probs, edge in produce(variables, source, split, with_edge):
       if idx in seen:
         raise ValueError(f"evaluate: record {idx} of split '{split}' was produced twice")
       seen.add(idx)
       target = target_labels(ex["mask"], self.num_classes)
       pred = to_labels(probs, self.num_classes)
-      roi = record_roi(ex)
-      extra = {} if roi is None else {"roi": roi}  # only then: image_metrics may predate roi
-      n_roi += roi is not None
       m = metrics_lib.image_metrics(
           pred, target, num_classes=self.num_classes,
           nsd_tolerance=float(cfg.eval.nsd_tolerance),
-          boundary_iou_ratio=float(cfg.eval.boundary_iou_ratio), **extra)
+          boundary_iou_ratio=float(cfg.eval.boundary_iou_ratio), roi=record_roi(ex))
       per_image.append(m)
       scored = ScoredImage(
           id=decode_id(ex.get("id", idx)), index=idx, image=np.asarray(ex["image"]),
@@ -315,7 +311,4 @@ class Scorer:
     summary = metrics_lib.summarize(per_image)
     summary["split"] = split
     summary["resolution"] = self.resolution
-    if n_roi:
-      summary["roi"] = {"n_images": n_roi,
-                        "scope": "metrics inside each record's region of interest ('roi')"}
     return sorted(rows, key=lambda r: r["index"]), summary
