@@ -7,8 +7,8 @@ compared with it (`check_training_config`): fields that change the saved state
 (`STATE_FIELDS`) give one error listing each as `model.encoder: 'resnet50' (workdir) vs
 'resnet18' (now)`; other differences (num_steps, log_every, the data dir, ...) are allowed and
 logged, except the settings of how an eval or predict run reads and writes
-(`UNREPORTED_FIELDS`: `predict.*`, which checkpoint, overlays, eval batch size, the compilation
-cache), which never concern the trained model.
+(`UNREPORTED_FIELDS`: `predict.*`, which checkpoint, overlays, eval batch size, the inference
+resolution and windows, the compilation cache), which never concern the trained model.
 
 Eval and predict write their resolved config beside their outputs (`write_run_config`), never
 over the record.
@@ -46,7 +46,8 @@ STATE_FIELDS = ("model.*",) + tuple(_STATE_SWITCHES)
 # cached), never how the checkpoints were trained: their differences are not reported.
 # A name ending in '.' covers its section.
 UNREPORTED_FIELDS = ("predict.", "eval.checkpoint", "eval.overlays", "eval.batch_size",
-                     "compilation_cache_dir")
+                     "eval.resolution", "eval.window", "eval.overlap", "eval.window_batch",
+                     "eval.tta", "compilation_cache_dir")
 
 
 @dataclasses.dataclass(frozen=True)

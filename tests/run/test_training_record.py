@@ -96,7 +96,8 @@ def test_eval_and_predict_settings_are_not_reported(tmp_path, capsys):
   workdir_lib.record_training_config(_config(), workdir)
   now = _config(predict__input_dir="/in", predict__output_dir="/out", predict__batch_size=2,
                 predict__save_probabilities=True, eval__checkpoint="latest", eval__overlays=0,
-                eval__batch_size=4)
+                eval__batch_size=4, eval__resolution="native", eval__window=256,
+                eval__overlap=0.25, eval__window_batch=2, eval__tta="flips")
   now.compilation_cache_dir = "/cache"
   comparison = workdir_lib.check_training_config(now, workdir, action="predict")
   assert comparison.blocking == [] and comparison.allowed == []
