@@ -2,7 +2,8 @@
 
     python benchmarks/bench_sgdc.py [--reference_dir=/path/to/SGDC] [--repeats=5]
         [--impls=unfold,shift,pallas] [--dtypes=float32,bfloat16] [--tables=block,aggregate]
-        [--peak_gbps=3350] [--pallas_launch=8x8/4/2,16x8/8/3]
+        [--sizes=4x64x64x256,2x128x128x256] [--peak_gbps=3350]
+        [--pallas_launch=8x8/4/2,16x8/8/3]
 
 Two tables:
 - `block`: the SGDC block (C=256, heads=4, k=7), optionally against the PyTorch reference.
@@ -10,6 +11,10 @@ Two tables:
   implementation) runs in its own subprocess so that peak memory is its own: `peak MB` is the
   growth of the process's peak resident set (CPU) or of the device's peak allocation (GPU)
   over the state just before the first call, i.e. what the computation itself needs.
+  `bwd/fwd` is fwd+bwd time over fwd time of the same row; `fwd x` and `fwd+bwd x` are the
+  speed-ups over the first row of the size (the PyTorch reference when given), measured in
+  the same run, so they hold on a shared machine whose absolute times drift. The header
+  gives the load average when the table starts.
 - `aggregate`: `softmax_aggregate` alone (logits in, softmax over taps included), with the
   achieved bandwidth = minimum bytes / time. Minimum bytes: x, logits and out for the
   forward; plus g (the output cotangent), dx and dlogits for forward+backward. `% peak` is
@@ -215,11 +220,13 @@ def _peak_gbps(args, device):
 
 def block_table(args, impls, dtype):
   kinds = (['torch'] if args.reference_dir and dtype == 'float32' else []) + impls
+  load = ', '.join(f'{v:.2f}' for v in os.getloadavg())
   print(f'\nSGDC block, {dtype}, C=256, heads={HEADS}, k={KERNEL}; median of {args.repeats}; '
-        f'{os.cpu_count()} CPUs; peak MB = growth of peak RSS (CPU) or device peak (GPU)')
-  print(f"{'size (B,H,W,C)':18} {'impl':14} {'fwd s':>8} {'fwd+bwd s':>10} {'peak MB':>9} "
-        f"{'XLA temp MB':>12} {'fwd+bwd speed-up':>17}")
-  for size in SIZES:
+        f'{os.cpu_count()} CPUs, load average {load}; peak MB = growth of peak RSS (CPU) or '
+        'device peak (GPU)')
+  print(f"{'size (B,H,W,C)':18} {'impl':14} {'fwd s':>8} {'fwd+bwd s':>10} {'bwd/fwd':>8} "
+        f"{'peak MB':>9} {'XLA temp MB':>12} {'fwd x':>7} {'fwd+bwd x':>10}")
+  for size in args.sizes:
     results = {kind: run_worker(kind, size, args, dtype) for kind in kinds}
     base = results[kinds[0]]
     for kind, r in results.items():
@@ -227,10 +234,13 @@ def block_table(args, impls, dtype):
       if 'error' in r or 'skipped' in r:
         print(f'{str(size):18} {name:14} {r.get("error") or r["skipped"]}')
         continue
+      fwd_x = base.get('fwd', float('nan')) / r['fwd']
       speedup = base.get('fwd_bwd', float('nan')) / r['fwd_bwd']
       print(f"{str(size):18} {name:14} {r['fwd']:8.4f} {r['fwd_bwd']:10.4f} "
-            f"{r['peak_mb']:9.0f} {r['xla_temp_mb']:12.0f} {speedup:16.2f}x  {r['device']}")
-  print(f'speed-up: relative to {"the PyTorch reference" if kinds[0] == "torch" else kinds[0]}')
+            f"{r['fwd_bwd'] / r['fwd']:8.2f} {r['peak_mb']:9.0f} {r['xla_temp_mb']:12.0f} "
+            f"{fwd_x:6.2f}x {speedup:9.2f}x  {r['device']}")
+  print(f'fwd x, fwd+bwd x: speed-ups relative to '
+        f'{"the PyTorch reference" if kinds[0] == "torch" else kinds[0]} in this run')
 
 
 def aggregate_table(args, impls, dtype):
@@ -240,7 +250,7 @@ def aggregate_table(args, impls, dtype):
         f"{'fwd+bwd ms':>11} {'GB/s':>7} {'% peak':>7} {'fwd+bwd speed-up':>17} "
         f"{'max err':>8}")
   launches = [f'pallas@{spec}' for spec in args.pallas_launch.split(',') if spec]
-  for size in SIZES:
+  for size in args.sizes:
     results = {impl: run_worker(f'aggregate:{impl}', size, args, dtype)
                for impl in impls + launches}
     base = next((r for r in results.values() if 'fwd_bwd' in r), {})
@@ -269,6 +279,8 @@ def main():
   parser.add_argument('--impls', default='unfold,shift,pallas')
   parser.add_argument('--dtypes', default='float32', help='comma-separated: float32,bfloat16')
   parser.add_argument('--tables', default='block,aggregate')
+  parser.add_argument('--sizes', default=','.join('x'.join(map(str, s)) for s in SIZES),
+                      help='comma-separated BxHxWxC sizes of both tables')
   parser.add_argument('--peak_gbps', type=float, default=0.0,
                       help='device memory bandwidth for the %% peak column (GB/s)')
   parser.add_argument('--pallas_launch', default='',
@@ -288,6 +300,7 @@ def main():
     return
   for spec in filter(None, args.pallas_launch.split(',')):
     parse_launch(spec)  # a malformed entry stops here, before any worker runs
+  args.sizes = [tuple(int(v) for v in spec.split('x')) for spec in args.sizes.split(',')]
   impls = args.impls.split(',')
   for dtype in args.dtypes.split(','):
     if 'block' in args.tables:

@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sgdc_jax.ops.channel_sums import broadcast_channels
+
 # PyTorch BatchNorm2d: eps 1e-5, momentum 0.1 (running = 0.9 * running + 0.1 * batch),
 # which is flax's momentum 0.9.
 BN_MOMENTUM = 0.9
@@ -77,8 +79,11 @@ class DepthwiseConv(nn.Module):
     kernel, bias = kernel.astype(self.dtype), bias.astype(self.dtype)
     r = k // 2
     padded = jnp.pad(x.astype(self.dtype), ((0, 0), (r, r), (r, r), (0, 0)))
-    out = bias
+    # Parameters broadcast through broadcast_channels: their gradients are pixel sums, run
+    # as products on CPU (sgdc_jax/ops/channel_sums.py).
+    out = broadcast_channels(bias, x.shape)
     for dy in range(k):
       for dx in range(k):
-        out = out + padded[:, dy:dy + height, dx:dx + width] * kernel[dy, dx, 0]
+        tap = broadcast_channels(kernel[dy, dx, 0], x.shape)
+        out = out + padded[:, dy:dy + height, dx:dx + width] * tap
     return out

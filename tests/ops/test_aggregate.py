@@ -116,3 +116,47 @@ def test_unknown_impl():
   x, w = _inputs()
   with pytest.raises(ValueError, match='impl'):
     pixel_adaptive_aggregate(x, w, 5, 'fft')
+
+
+@pytest.mark.parametrize('dtype, tol', [(jnp.float32, 1e-5), (jnp.bfloat16, 0.05)])
+def test_fused_softmax_shift_matches_softmax_then_unfold(dtype, tol):
+  # softmax_aggregate's 'shift' path has its own VJP (softmax backward folded into the tap
+  # gradients, the sum of exponentials divided once per output): values, dtypes and both
+  # gradients against the XLA softmax followed by the unfold reference.
+  x, _ = _inputs(b=2, h=6, w=9, c=8, heads=2, k=5, seed=7)
+  logits = 3 * jax.random.normal(jax.random.key(8), (*x.shape[:3], 2, 25))
+  x, logits = x.astype(dtype), logits.astype(dtype)
+  cot = jax.random.normal(jax.random.key(10), x.shape).astype(dtype)
+
+  def value_and_grads(impl):
+    out, vjp = jax.vjp(lambda a, b: softmax_aggregate(a, b, 5, impl), x, logits)
+    return (out, *vjp(cot))
+
+  fused, ref = value_and_grads('shift'), value_and_grads('unfold')
+  for got, want in zip(fused, ref):
+    assert got.dtype == want.dtype == dtype and got.shape == want.shape
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                               rtol=tol, atol=tol)
+  assert float(jnp.abs(fused[2].astype(jnp.float32)).max()) > 0.01  # d logits not trivial
+
+
+def test_sgdc_block_shift_gradients_equal_unfold():
+  # The block with the fused softmax + 'shift' VJP against the same block on 'unfold'
+  # (XLA softmax, autodiff through explicit patches): output and every parameter gradient.
+  from sgdc_jax.modules.sgdc import SGDC
+  x = jax.random.normal(jax.random.key(0), (2, 7, 5, 16))
+  guidance = jax.random.normal(jax.random.key(1), (2, 4, 3, 8))
+  cot = jax.random.normal(jax.random.key(2), x.shape)
+  blocks = {impl: SGDC(16, guide_channels=8, num_heads=4, kernel_size=5,
+                       layer_scale_init=0.5, impl=impl) for impl in ('unfold', 'shift')}
+  variables = blocks['unfold'].init(jax.random.key(3), x, guidance)
+  results = {impl: jax.jit(jax.value_and_grad(
+      lambda v, b=block: jnp.sum(b.apply(v, x, guidance) * cot)))(variables)
+             for impl, block in blocks.items()}
+  (y_u, g_u), (y_s, g_s) = results['unfold'], results['shift']
+  np.testing.assert_allclose(float(y_s), float(y_u), rtol=1e-5)
+  for (path, gu), gs in zip(jax.tree.leaves_with_path(g_u), jax.tree.leaves(g_s)):
+    scale = float(jnp.abs(gu).max()) + 1e-6
+    np.testing.assert_allclose(np.asarray(gs) / scale, np.asarray(gu) / scale, atol=1e-5,
+                               err_msg=jax.tree_util.keystr(path))
+  assert float(jnp.abs(g_s['params']['attn']['kernel']).max()) > 0
