@@ -222,9 +222,10 @@ def test_every_entry_point_reports_one_error_line(command, tmp_path):
 
 def test_eval_summary_shows_every_headline_metric_rounded(capsys):
   rows = [dict(dice=0.81234567, iou=0.7, hd95=10.587908482229658, assd=2.25, nsd=0.6,
-               boundary_iou=0.5, accuracy=0.9, sensitivity=0.8, specificity=0.95,
+               boundary_iou=0.5, cldice=0.66, accuracy=0.9, sensitivity=0.8, specificity=0.95,
                precision=0.85),
-          dict(dice=0.7, iou=0.6, hd95=4.0, assd=1.0, nsd=0.7, boundary_iou=0.4, accuracy=0.8,
+          dict(dice=0.7, iou=0.6, hd95=4.0, assd=1.0, nsd=0.7, boundary_iou=0.4, cldice=0.5,
+               accuracy=0.8,
                sensitivity=0.7, specificity=0.9, precision=0.75)]
   summary = metrics_lib.summarize(rows)
   summary.update(split="test", checkpoint_step=150)
@@ -236,6 +237,7 @@ def test_eval_summary_shows_every_headline_metric_rounded(capsys):
   assert shown["dice"] == "  dice         0.7562 +- 0.0562"
   assert shown["hd95"] == "  hd95         7.29 +- 3.29 px"
   assert shown["boundary_iou"] == "  boundary_iou 0.4500 +- 0.0500"
+  assert shown["cldice"] == "  cldice       0.5800 +- 0.0800"
   # The validation log line of the training loop uses the same rounding.
   assert outputs.format_metrics(summary["mean"], train.VAL_LOG_METRICS) == (
       "dice 0.7562, iou 0.6500, hd95 7.29 px, nsd 0.6500, boundary_iou 0.4500")
