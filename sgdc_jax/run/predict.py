@@ -3,8 +3,8 @@
 Each readable image (`sgdc_jax.data.image_io`: the package's one decoder and extension list;
 16-bit images are scaled to 8 bit) is seen by the network as `eval.resolution` says, as in
 `--mode=eval`: 'resize' (default): resized and normalised as the evaluation pipeline does it
-(`preprocess`: `transforms.resize_pair` + `transforms.normalise` with `data.image_size`,
-`data.mean`, `data.std`), run through the network in batches of
+(`preprocess` = `pipeline.preprocess_eval`: `data.image_size`, `data.mean`, `data.std`),
+run through the network in batches of
 `config.predict.batch_size` (the last batch padded), and its probabilities are resized back to
 the original size; 'native': the scorer's `inference.ImagePredictor` at the stored resolution
 (whole image or sliding windows, `eval.window`, `eval.overlap`, `eval.window_batch`,

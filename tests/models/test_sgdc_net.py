@@ -295,13 +295,18 @@ BF16_PROB_ABS = 0.15
 BF16_LOSS_REL = 0.01
 
 
-def test_bfloat16_forward_and_loss_agree_with_float32():
-  source = SyntheticLesions(2, (SIZE, SIZE), seed=3)
+def _lesion_batch(seed: int):
+  """Two synthetic lesions: normalised images (2, SIZE, SIZE, 3) and their {'mask', 'edge'}."""
+  source = SyntheticLesions(2, (SIZE, SIZE), seed=seed)
   examples = [source[i] for i in range(2)]
   x = jnp.asarray(np.stack([(e['image'] / 255.0 - 0.45) / 0.25 for e in examples]), jnp.float32)
   mask = np.stack([(e['mask'] > 0).astype(np.int32) for e in examples])
-  batch = {'mask': jnp.asarray(mask),
-           'edge': jnp.asarray(np.stack([boundary_target(m.astype(np.uint8), 2) for m in mask]))}
+  edge = np.stack([boundary_target(m.astype(np.uint8), 2) for m in mask])
+  return x, {'mask': jnp.asarray(mask), 'edge': jnp.asarray(edge)}
+
+
+def test_bfloat16_forward_and_loss_agree_with_float32():
+  x, batch = _lesion_batch(seed=3)
   f32, bf16 = build_model(tiny_config()), build_model(tiny_config(dtype='bfloat16'))
   variables = fast_init(f32, x, seed=4)
 
@@ -411,12 +416,7 @@ def test_output_stride_adds_only_the_small_upsampling_params(output_stride):
 
 @pytest.mark.parametrize('output_stride', [4, 2, 1])
 def test_output_stride_total_loss_and_gradient(output_stride):
-  source = SyntheticLesions(2, (SIZE, SIZE), seed=5)
-  examples = [source[i] for i in range(2)]
-  x = jnp.asarray(np.stack([(e['image'] / 255.0 - 0.45) / 0.25 for e in examples]), jnp.float32)
-  mask = np.stack([(e['mask'] > 0).astype(np.int32) for e in examples])
-  batch = {'mask': jnp.asarray(mask),
-           'edge': jnp.asarray(np.stack([boundary_target(m.astype(np.uint8), 2) for m in mask]))}
+  x, batch = _lesion_batch(seed=5)
   model = build_model(os_config(output_stride))
   variables = fast_init(model, x, seed=12)
 
