@@ -150,7 +150,8 @@ def train_and_test(config: ml_collections.ConfigDict, run: Run, split: str) -> d
       'source': run.source, 'seed': run.seed, 'split': split,
       **{k: summary['mean'][k] for k in report.METRICS},
       **{f'{k}_std': summary['std'][k] for k in report.METRICS},
-      'n_images': summary['n_images'], 'params': params, 'gflops_per_image': gflops,
+      'n_images': summary['n_images'], 'region': summary.get('region', 'image'),
+      'n_roi': summary.get('n_roi', 0), 'params': params, 'gflops_per_image': gflops,
       'train_s': train_s, 'steps': int(cfg.train.num_steps),
       'checkpoint_step': summary['checkpoint_step'],
       'per_image_csv': os.path.relpath(os.path.join(summary['output_dir'], 'per_image.csv'),
@@ -239,7 +240,7 @@ def diagnostics_markdown(workdir: str, records: Sequence[dict[str, Any]]) -> str
       results.append((os.path.dirname(path), f"{r['source']} s{r['seed']}", _read_json(path)))
   if not results:
     return ''
-  shown = ('dice', 'hd95', 'nsd', 'boundary_iou')
+  shown = ('dice', 'hd95', 'nsd', 'boundary_iou', 'cldice')
   rows = []
   for source in dict.fromkeys(r['source'] for r in records):
     mine = [(d, res) for d, label, res in results if res['kernel_source'] == source]
@@ -315,8 +316,18 @@ def run_ablation(config: ml_collections.ConfigDict, workdir: str, sources: Seque
   if jax.process_index() != 0:
     return None
   title = (f'Kernel-source ablation: {config.data.name}, split {split}, '
-           f'{int(config.train.num_steps)} steps per run')
+           f'{int(config.train.num_steps)} steps per run{_region_note(records)}')
   return write_report(workdir, records, title)
+
+
+def _region_note(records: Sequence[dict[str, Any]]) -> str:
+  """', scored inside the region of interest' when the runs' test images carried one."""
+  regions = {r.get('region', 'image') for r in records}
+  if regions == {'roi'}:
+    return ', scored inside each image\'s region of interest'
+  if regions - {'image'}:
+    return ', scored inside the region of interest where an image has one'
+  return ''
 
 
 def define_flags() -> dict[str, Any]:

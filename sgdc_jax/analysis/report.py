@@ -34,8 +34,8 @@ LATER_METRICS = ('cldice',)
 RUN_COLUMNS = ('source', 'seed', 'dice', 'iou', 'hd95', 'assd', 'nsd', 'boundary_iou', 'cldice',
                'dice_std', 'iou_std', 'hd95_std', 'assd_std', 'nsd_std', 'boundary_iou_std',
                'cldice_std',
-               'n_images', 'params', 'gflops_per_image', 'train_s', 'steps', 'checkpoint_step',
-               'per_image_csv',
+               'n_images', 'region', 'n_roi', 'params', 'gflops_per_image', 'train_s', 'steps',
+               'checkpoint_step', 'per_image_csv',
                # test-time diagnostics (`sgdc_jax.analysis.diagnose`): mean intact - knocked costs,
                # SGE edge F-score, layer scales and branch norms averaged over the blocks
                'ko_blocks_off_dice', 'ko_blocks_off_hd95', 'ko_dynamic_off_dice',

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from sgdc_jax.analysis import report
+from sgdc_jax.analysis import ablation, report
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CACHE = os.path.join(tempfile.gettempdir(), "sgdc_jax_test_xla_cache")
@@ -104,6 +104,13 @@ def test_seed_average_and_source_summary():
   assert np.isnan(old["nsd"])
 
 
+def test_report_title_says_where_images_were_scored():
+  note = ablation._region_note
+  assert note([{"region": "roi"}, {"region": "roi"}]).endswith("each image's region of interest")
+  assert "where an image has one" in note([{"region": "roi"}, {"region": "image"}])
+  assert note([{"region": "image"}, {}]) == ""
+
+
 TINY_CONFIG = textwrap.dedent("""
     from sgdc_jax.run import config as config_lib
     def get_config():
@@ -169,6 +176,7 @@ def test_ablation_command_writes_report_skips_finished_and_resumes_killed(tmp_pa
   assert [(r["source"], r["seed"]) for r in rows] == [("structure", "0"), ("none", "0")]
   for r in rows:
     assert int(r["n_images"]) == 6 and 0.0 <= float(r["dice"]) <= 1.0
+    assert r["region"] == "image" and int(r["n_roi"]) == 0  # synthetic data: no ROI
     assert int(r["params"]) > 0 and float(r["gflops_per_image"]) > 0
   md = (workdir / "ablation.md").read_text()
   assert "structure vs none" in md and "| hd95 |" in md and "| nsd |" in md
@@ -180,6 +188,8 @@ def test_ablation_command_writes_report_skips_finished_and_resumes_killed(tmp_pa
     for name in names:
       assert f"| {source} intact vs {name} | dice |" in md, (source, name)
   assert "none intact vs guidance_zeroed" not in md
+  assert "| structure intact vs blocks_off | cldice |" in md
+  assert "region of interest" not in md.splitlines()[0]
   assert "| structure s0 | sgdc0 |" in md and "SGE edge map: boundary F-score" in md
   for r in rows:
     assert 0.0 <= float(r["nsd"]) <= 1.0 and 0.0 <= float(r["boundary_iou"]) <= 1.0

@@ -15,16 +15,16 @@ from sgdc_jax.run import config as cv
 from sgdc_jax.run import experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = ("default", "isic", "isic2016", "ph2", "conic", "demo")
+CONFIGS = ("default", "isic", "isic2016", "ph2", "conic", "demo", "drive")
 
 
-def load(name):
+def load(name, *variant):
   spec = importlib.util.spec_from_file_location(f"cfg_{name}", os.path.join(REPO, "configs",
                                                                            f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   assert "python -m sgdc_jax" in module.__doc__   # the docstring holds the command
-  return module.get_config()
+  return module.get_config(*variant)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -37,6 +37,21 @@ def test_configs_share_default_fields(name):
 @pytest.mark.parametrize("name", ["default", "demo"])
 def test_synthetic_configs_validate(name):
   cv.validate_config(load(name), device_count=1, process_count=1)
+
+
+@pytest.mark.parametrize("variant", ["", "cpu"])
+def test_drive_config_trains_patches_and_scores_native(variant):
+  cfg = load("drive", variant)
+  assert set(cv.flatten(cfg)) == set(cv.flatten(load("default")))
+  assert cfg.data.train_mode == "patch" and cfg.eval.resolution == "native"
+  assert cfg.model.output_stride == 1
+  # A whole 565x584 DRIVE image (padded to 576x608) is one window.
+  assert cfg.eval.window >= 608 and cfg.eval.window % 32 == 0
+  # Another folder data set, by name only: the rest of the config still validates.
+  cfg.data.name = "synthetic_lesions"
+  cv.validate_config(cfg, device_count=1, process_count=1)
+  with pytest.raises(ValueError, match="unknown variant 'gpu'"):
+    load("drive", "gpu")
 
 
 def _message(cfg, **kw):
