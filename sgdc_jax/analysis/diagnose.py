@@ -14,7 +14,8 @@ resolution, with the ordinary scorer (`inference.Scorer`):
   interval, Wilcoxon p, wins/ties/losses of the intact network; `ablation_report`);
 - per SGDC block, the layer-scale statistics and the norm of each residual branch relative to
   the block's input (`||branch1|| / ||x||`, `||branch2|| / ||x + branch1||`, per image, then
-  averaged);
+  averaged), on the input the scorer gives the network (with `eval.resolution='native'`: each
+  image padded to a multiple of 32, its central `eval.window` square when larger);
 - the SGE edge map's boundary F-score (`metrics.boundary_f_score`: edge probability > 0.5 vs
   the ground-truth mask's border, at `--edge_tolerance` pixels), beside the same score of the
   predicted mask's border for scale.
@@ -39,7 +40,8 @@ from ml_collections import config_flags
 
 from sgdc_jax.analysis import report as ablation_report, knockouts
 from sgdc_jax import cli
-from sgdc_jax.run import experiment, inference
+from sgdc_jax.data import pipeline, transforms
+from sgdc_jax.run import experiment, inference, windows
 from sgdc_jax.run import outputs
 from sgdc_jax.run import config as config_lib
 from sgdc_jax import metrics as metrics_lib
@@ -49,7 +51,7 @@ from sgdc_jax.run import workdir as workdir_lib
 
 DEFAULT_EDGE_TOLERANCE = 3.0
 # Metrics shown in diagnose.md's knock-out table (all of ablation_report.METRICS are in the JSON).
-_SHOWN = ('dice', 'hd95', 'nsd', 'boundary_iou')
+_SHOWN = ('dice', 'hd95', 'nsd', 'boundary_iou', 'cldice')
 
 
 class _FixedVariables:
@@ -126,20 +128,49 @@ def _edge_visitor(tolerance: float, scores: list[dict[str, float]]):
   return visit
 
 
+def _native_batches(exp: experiment.Experiment, split: str):
+  """Yields `(images, valid)` per record of `split` at its stored resolution, as the native
+  scorer sees it: normalised, reflect-padded to a multiple of 32, its central
+  `eval.window` x `eval.window` part when larger; repeated over the devices (global
+  `(D, h, w, 3)`; `valid` (D,) True for the first copy only)."""
+  cfg = exp.config
+  source = pipeline.open_source(cfg.data, split)
+  devices = int(exp.mesh.shape[shd.DATA_AXIS])
+  window = int(cfg.eval.window)
+  sharding = shd.data_sharding(exp.mesh)
+  valid = np.arange(devices) == 0
+  for idx in range(len(source)):
+    image = inference.record_image(dict(source[idx]), f'{split} record {idx}')
+    x = windows.pad_to_multiple(
+        transforms.normalise(image, tuple(cfg.data.mean), tuple(cfg.data.std)))
+    top, left = (max(side - window, 0) // 2 for side in x.shape[:2])
+    x = np.ascontiguousarray(x[top:top + window, left:left + window], np.float32)
+    batch = np.repeat(x[None], devices, axis=0)
+    yield jax.make_array_from_callback(batch.shape, sharding, lambda i, b=batch: b[i]), valid
+
+
+def _resized_batches(exp: experiment.Experiment, split: str):
+  """Yields `(images, valid)` of the resized eval batches (global `(B, S, S, 3)`, host `(B,)`)."""
+  for gbatch in inference.global_eval_batches(exp.config, exp.mesh, split):
+    yield gbatch['image'], shd.global_to_host(gbatch['valid']).astype(bool)
+
+
 def branch_norms(exp: experiment.Experiment, variables: dict[str, Any], split: str
                  ) -> dict[str, dict[str, float]]:
   """Per block: mean over the split's images of `||branch1|| / ||x||` and
-  `||branch2|| / ||x + branch1||` (the 'diagnostics' the SGDC blocks sow)."""
+  `||branch2|| / ||x + branch1||` (the 'diagnostics' the SGDC blocks sow), on the inputs the
+  scorer gives the network (`eval.resolution`: resized, or the stored resolution)."""
   def fn(v, images):
     with recording_diagnostics():  # inside the traced function: the flag is read when tracing
       _, state = exp.model.apply(v, images, train=False, mutable=['diagnostics'])
     return state['diagnostics']
   sown_fn = jax.jit(fn, out_shardings=shd.data_sharding(exp.mesh))
+  native = str(exp.config.eval.resolution) == 'native'
+  batches = _native_batches(exp, split) if native else _resized_batches(exp, split)
   sums: dict[str, dict[str, float]] = {}
   count = 0
-  for gbatch in inference.global_eval_batches(exp.config, exp.mesh, split):
-    sown = sown_fn(variables, gbatch['image'])
-    valid = shd.global_to_host(gbatch['valid']).astype(bool)
+  for images, valid in batches:
+    sown = sown_fn(variables, images)
     count += int(valid.sum())
     for block, values in sown.items():
       sq = {k: shd.global_to_host(v[0])[valid].astype(np.float64) for k, v in values.items()}

@@ -166,3 +166,26 @@ def test_config_from_record_round_trip_and_unknown_field():
   record['model']['gone'] = 1
   with pytest.raises(ValueError, match='model.gone'):
     diagnose.config_from_record(record)
+
+
+@pytest.mark.parametrize('window', [64, 32])
+def test_native_branch_norm_inputs_are_what_the_native_scorer_sees(window):
+  from sgdc_jax.data import pipeline, transforms
+  from sgdc_jax.run import experiment, inference, windows
+  config = config_lib.demo_config()
+  config.data.synthetic.height, config.data.synthetic.width = 40, 56
+  config.data.synthetic.validation_size = 2
+  config.eval.resolution, config.eval.window = 'native', window
+  exp = experiment.build(config)
+  batches = list(diagnose._native_batches(exp, 'validation'))
+  source = pipeline.open_source(config.data, 'validation')
+  assert len(batches) == 2
+  for idx, (images_, valid) in enumerate(batches):
+    got = np.asarray(images_)
+    assert got.shape[1:] == (min(window, 64), min(window, 64), 3)  # 40x56 pads to 64x64
+    assert valid[0] and not valid[1:].any() and len(valid) == got.shape[0]
+    image = inference.record_image(dict(source[idx]))
+    padded = windows.pad_to_multiple(transforms.normalise(image, tuple(config.data.mean),
+                                                          tuple(config.data.std)))
+    top = left = (64 - window) // 2 if window < 64 else 0  # the central window
+    np.testing.assert_allclose(got[0], padded[top:top + window, left:left + window], rtol=1e-6)
