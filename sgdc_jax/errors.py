@@ -49,6 +49,16 @@ class NoIntactCheckpointError(FileNotFoundError):
   """Every checkpoint step failed to restore; the message lists each with its damage."""
 
 
+class CheckpointSaveError(OSError):
+  """A checkpoint could not be written (e.g. the disk is full); the message names the step,
+  what was removed, the last complete checkpoint and how to resume."""
+
+
+class DamagedDataError(ValueError):
+  """A prepared data set's file is missing, cut short or corrupt; the message names the file
+  and the command that rebuilds it."""
+
+
 class NonFiniteLossError(FloatingPointError):
   """Raised when a training step produced a NaN or Inf loss."""
 

@@ -8,6 +8,12 @@ checkpoint) and `BestN(keep_best)` by validation Dice (checkpoints saved with
 `metrics={'val_dice': ...}`; periodic saves without metrics are dropped once a newer one exists).
 Preemption: with several processes, `CheckpointManager.reached_preemption` (JAX's preemption
 sync service: every process reaches the same save step); with one, a local SIGTERM flag.
+
+A full disk (`checkpoint_space`): before each save a warning when the free space is smaller
+than the last complete checkpoint; a save that fails for lack of space (seen when Orbax's
+background write is waited for: at the next save, `wait_until_finished` or `close`) has its
+temporary folder removed at once and raises one `CheckpointSaveError` naming the step, the
+directory and the last complete checkpoint; Orbax's thread tracebacks about it are dropped.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import jax
 import orbax.checkpoint as ocp
 from absl import flags
 
-from sgdc_jax.run import checkpoint_recovery, sharding
+from sgdc_jax import log
+from sgdc_jax.errors import CheckpointSaveError
+from sgdc_jax.run import checkpoint_recovery, checkpoint_space, sharding
 
 BEST_METRIC = "val_dice"
 # Orbax's warnings about what this module does on purpose, silenced where it does it: opening a
@@ -127,20 +135,63 @@ class Checkpointer:
       self._mngr = ocp.CheckpointManager(
           self.directory, options=options,
           item_names=("state", "data", checkpoint_recovery.FINGERPRINT_ITEM))
+    self._pending: Optional[int] = None  # the step whose asynchronous save is not waited for
+    self._sizes: dict[int, int] = {}     # bytes of complete steps (the free-space check)
+    if not read_only:
+      checkpoint_space.silence_disk_full_noise()
 
   def save(self, step: int, state: Any, data_iter: Any = None,
            metrics: Optional[dict[str, float]] = None) -> None:
     """Saves ``state`` (and the iterator state when ``data_iter`` is given) at ``step``.
 
     Asynchronous: call ``wait_until_finished`` before reading the files or exiting.
+
+    Raises:
+      CheckpointSaveError: the disk is full (this save's or the previous one's; see the
+        module docstring).
     """
+    # The previous save first, so that its failure is reported as its own.
+    self.wait_until_finished()
+    self._warn_if_short(step)
     sharding.barrier("checkpoint_save")
     items = {"state": ocp.args.StandardSave(state)}
     items[checkpoint_recovery.FINGERPRINT_ITEM] = checkpoint_recovery.fingerprint_save_args(state)
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iter)
     with _without_log_message(_NO_METRICS_NOTICE if metrics is None else None):
-      self._mngr.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+      try:
+        self._mngr.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+      except Exception as e:  # pylint: disable=broad-except  (re-raised unless the disk is full)
+        self._raise_save_error(step, e)
+    self._pending = step
+
+  def _warn_if_short(self, step: int) -> None:
+    """Logs a warning when the free space is smaller than the last complete checkpoint."""
+    last = self._mngr.latest_step()
+    if last is None:
+      return
+    if last not in self._sizes:
+      self._sizes[last] = checkpoint_space.tree_bytes(
+          checkpoint_recovery.step_path(self._mngr, last))
+    warning = checkpoint_space.space_warning(self.directory, step, last, self._sizes[last])
+    if warning:
+      log.log(warning)
+
+  def _raise_save_error(self, step: Optional[int], error: Exception):
+    """Re-raises `error`, or, when the disk is full, removes `step`'s partial folder and raises
+    `CheckpointSaveError` (one line: the step, what was removed, the last complete step)."""
+    if step is None or not checkpoint_space.is_disk_full(error):
+      raise error
+    removed = checkpoint_space.remove_partial(self.directory, step)
+    complete = [s for s in ocp.utils.checkpoint_steps(self.directory) if s != step]
+    last = (f"the last complete checkpoint is step {max(complete)}" if complete else
+            "no checkpoint is complete yet (the rerun starts from step 0)")
+    free = checkpoint_space.free_bytes(self.directory)
+    raise CheckpointSaveError(
+        f"no space left on device while saving checkpoint {step} to {self.directory}"
+        + (f" ({checkpoint_space.megabytes(free)} free)" if free is not None else "")
+        + ("; removed the partial save" if removed else "")
+        + f"; {last}; free space and rerun the same command to resume") from error
 
   def latest_step(self) -> Optional[int]:
     """Most recent saved step, or None."""
@@ -191,11 +242,20 @@ class Checkpointer:
     return self._mngr.reached_preemption(step)
 
   def wait_until_finished(self) -> None:
-    """Blocks until pending asynchronous saves are on disk."""
-    self._mngr.wait_until_finished()
+    """Blocks until pending asynchronous saves are on disk.
+
+    Raises:
+      CheckpointSaveError: the pending save failed for lack of space (raised once).
+    """
+    step, self._pending = self._pending, None
+    try:
+      self._mngr.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  (re-raised unless the disk is full)
+      self._raise_save_error(step, e)
 
   def close(self) -> None:
-    """Waits for pending saves and releases the manager."""
+    """Waits for pending saves and releases the manager (raises as `wait_until_finished`)."""
+    self.wait_until_finished()
     self._mngr.close()
 
 
