@@ -4,12 +4,31 @@ The bottom of the package: anything may log through it, it imports nothing of ou
 
 from __future__ import annotations
 
+import sys
+
 import jax
 from absl import logging
 
 
+def printable(text: str) -> str:
+  """`text` that any stream can take: bytes of an undecodable file name (held by Python as
+  lone surrogates) shown as `\\xfe`, other lone surrogates as `\\ud800`; then what the
+  console's encoding cannot hold (an ASCII terminal) escaped too (`\\xe9`)."""
+  try:
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+  except UnicodeEncodeError:  # a lone surrogate not from a file name
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+  encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+  try:
+    return text.encode(encoding, "backslashreplace").decode(encoding)
+  except LookupError:  # an encoding Python does not know: keep the UTF-8 text
+    return text
+
+
 def log(message: str) -> None:
-  """Logs `message` (absl INFO) and prints it on process 0."""
+  """Logs `message` (absl INFO) and prints it on process 0; text no console could show is
+  escaped (`printable`), so no log line can stop a run."""
+  message = printable(message)
   logging.info(message)
   if jax.process_index() == 0:
     print(message, flush=True)

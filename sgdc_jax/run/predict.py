@@ -4,20 +4,30 @@ Each readable image (`sgdc_jax.data.image_io`: the package's one decoder and ext
 16-bit images are scaled to 8 bit) is seen by the network as `eval.resolution` says, as in
 `--mode=eval`: 'resize' (default): resized and normalised as the evaluation pipeline does it
 (`preprocess` = `pipeline.preprocess_eval`: `data.image_size`, `data.mean`, `data.std`),
-run through the network in batches of
-`config.predict.batch_size` (the last batch padded), and its probabilities are resized back to
-the original size; 'native': the scorer's `inference.ImagePredictor` at the stored resolution
-(whole image or sliding windows, `eval.window`, `eval.overlap`, `eval.window_batch`,
-`eval.tta`), one image at a time. Outputs in `config.predict.output_dir`: `<stem>.png` (binary: 0/255;
-multi-class: the class label per pixel) and, with `config.predict.save_probabilities`,
-`<stem>_prob.png` (foreground probability x 255, or the max class probability x 255). Output
-names are unique over all inputs, compared case-insensitively, masks and probability maps
-together (`output_names`): an input whose `<stem>` output would clash with another's is written
+run through the network in batches of `config.predict.batch_size` (the last batch padded), and
+its probabilities are resized back to the original size (as shown: EXIF orientation applied);
+'native': the scorer's `inference.ImagePredictor` at the stored resolution (whole image or
+sliding windows, `eval.window`, `eval.overlap`, `eval.window_batch`, `eval.tta`), one image at
+a time. Outputs in `config.predict.output_dir`: `<stem>.png` (binary: 0/255; multi-class: the
+class label per pixel) and, with `config.predict.save_probabilities`, `<stem>_prob.png`
+(foreground probability x 255, or the max class probability x 255). Output names are unique
+over all inputs, compared case-insensitively, masks and probability maps together
+(`output_names`): an input whose `<stem>` output would clash with another's is written
 under its file name (`x.jpg` -> `x.jpg.png`), then with its position (`x.jpg~3.png`); each
 rename is logged, and a run that would write one file twice stops instead. Files that cannot
 be read as images (broken links included) are reported, skipped and counted. Only the files
 directly in `predict.input_dir` are read (symbolic links followed); subfolders are named and
 skipped, and a folder without image files is an error.
+
+One file never stops a run: a file that cannot be read, or whose mask name the output file
+system refuses (too long, or bytes it does not take), is named, counted and skipped. File
+names are shown with undecodable bytes escaped (`bad\\xfe.png`); a name that is not valid
+UTF-8 gets its mask under the same bytes (`bad\\xfe.png` -> `bad\\xfe.png` in the output
+folder, as `ls` shows them; the stem's bytes plus `.png`). What `image_io` decides about an
+image beyond its colour mode (an EXIF orientation applied, so the mask has the size of the
+picture as a viewer shows it; the first frame of an animated file; a large image read) is
+counted in the report (`PredictReport.notes`) and logged with the files it concerns, as
+`prepare` counts it for a data set.
 
 The output folder must not be the input folder or lie inside it (masks would overwrite inputs,
 and be read as inputs by the next run); both are compared by their real paths.
@@ -26,6 +36,7 @@ and be read as inputs by the next run); both are compared by their real paths.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 
 import jax
@@ -49,6 +60,9 @@ class PredictReport:
   unreadable: list[tuple[str, str]]   # (path, reason)
   skipped_non_image: list[str]
   skipped_folders: list[str] = dataclasses.field(default_factory=list)
+  # what was decided about readable images (`image_io.Decoded.notes`) -> their paths
+  notes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+  unwritable: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (path, reason)
 
 
 def list_inputs(input_dir: str) -> tuple[list[str], list[str], list[str]]:
@@ -76,7 +90,7 @@ def check_inputs(input_dir: str, images: list[str], others: list[str],
     return
   held = []
   if folders:
-    shown = ", ".join(os.path.basename(f) + "/" for f in folders[:5])
+    shown = ", ".join(image_io.shown_path(os.path.basename(f)) + "/" for f in folders[:5])
     held.append(f"{len(folders)} subfolder(s) ({shown}{' ...' if len(folders) > 5 else ''})")
   if others:
     held.append(f"{len(others)} non-image file(s)")
@@ -139,8 +153,22 @@ def output_names(paths: list[str], save_probabilities: bool = False) -> dict[str
 
 
 def read_image(path: str) -> np.ndarray:
-  """uint8 (H, W, 3) RGB; raises `ValueError` naming the file when it is not a readable image."""
+  """uint8 (H, W, 3) RGB, upright (`image_io.decode`); raises `ValueError` naming the file when
+  it is not a readable image."""
   return image_io.read_rgb(path)
+
+
+def _name_notes(path: str) -> list[str]:
+  """`['name not valid UTF-8 ...']` when the file name holds undecodable bytes, else `[]`."""
+  try:
+    os.path.basename(path).encode("utf-8")
+  except UnicodeEncodeError:
+    return ["name not valid UTF-8 (shown escaped): mask written under the same bytes"]
+  return []
+
+
+# Errors of one output name, not of the output folder: the run goes on without that mask.
+_NAME_ERRNOS = (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL)
 
 
 def preprocess(image: np.ndarray, data_config: ml_collections.ConfigDict,
@@ -152,14 +180,23 @@ def preprocess(image: np.ndarray, data_config: ml_collections.ConfigDict,
 
 def _write(out_dir: str, stem: str, probs: np.ndarray, num_classes: int,
            save_probabilities: bool) -> str:
+  """Writes `<stem>.png` (and `<stem>_prob.png`); on an `OSError` none of them is left."""
   labels = inference.to_labels(probs, num_classes)
   mask = labels * 255 if num_classes == 1 else labels
   path = os.path.join(out_dir, f"{stem}.png")
-  Image.fromarray(mask.astype(np.uint8)).save(path)
+  files = [(path, mask.astype(np.uint8))]
   if save_probabilities:
     p = probs if num_classes == 1 else probs.max(axis=-1)
-    Image.fromarray(np.clip(np.round(p * 255), 0, 255).astype(np.uint8)).save(
-        os.path.join(out_dir, f"{stem}_prob.png"))
+    files.append((os.path.join(out_dir, f"{stem}_prob.png"),
+                  np.clip(np.round(p * 255), 0, 255).astype(np.uint8)))
+  try:
+    for file, pixels in files:
+      Image.fromarray(pixels).save(file, format="PNG")
+  except OSError:
+    for file, _ in files:
+      if os.path.lexists(file):
+        os.remove(file)
+    raise
   return path
 
 
@@ -188,16 +225,17 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
   num_classes = int(config.model.num_classes)
   predict = inference.make_predict_fn(exp.model, num_classes, exp.mesh)
   names = output_names(paths, bool(pcfg.save_probabilities))
+  shown = image_io.shown_path
   for path in paths:
     if names[path] != os.path.splitext(os.path.basename(path))[0]:
-      log.log(f"predict: {os.path.basename(path)}'s mask would clash with another "
-                    f"input's output; it is {names[path]}.png")
+      log.log(f"predict: {shown(os.path.basename(path))}'s mask would clash with another "
+              f"input's output; it is {shown(names[path])}.png")
   report = PredictReport(written=[], unreadable=[], skipped_non_image=others,
                          skipped_folders=folders)
   for p in others:
-    log.log(f"predict: skipping {p}: not an image file extension")
+    log.log(f"predict: skipping {shown(p)}: not an image file extension")
   for p in folders:
-    log.log(f"predict: skipping subfolder {p}: predict does not read subfolders")
+    log.log(f"predict: skipping subfolder {shown(p)}: predict does not read subfolders")
   batch_size = int(pcfg.batch_size)
   done: set[str] = set()
   pending: list[tuple[str, tuple[int, int], np.ndarray]] = []
@@ -210,11 +248,19 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
     if jax.process_index() != 0:
       return
     if names[path].casefold() in done:  # output_names guarantees this never happens
-      raise RuntimeError(f"predict: {path} would overwrite the mask {names[path]}.png "
-                         "written for another input")
+      raise RuntimeError(f"predict: {shown(path)} would overwrite the mask "
+                         f"{shown(names[path])}.png written for another input")
     done.add(names[path].casefold())
-    report.written.append(_write(out_dir, names[path], probs, num_classes,
-                                 bool(pcfg.save_probabilities)))
+    try:
+      report.written.append(_write(out_dir, names[path], probs, num_classes,
+                                   bool(pcfg.save_probabilities)))
+    except OSError as e:
+      if e.errno not in _NAME_ERRNOS:  # the folder itself (full, read-only): not one file's
+        raise
+      report.unwritable.append((path, e.strerror or str(e)))
+      log.log(f"predict: cannot write the mask of {shown(path)} as "
+              f"{shown(names[path])}.png in {shown(out_dir)}: {e.strerror or e}; skipped "
+              "(rename the input)")
 
   def flush():
     if not pending:
@@ -232,25 +278,34 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
 
   for path in paths:
     try:
-      image = read_image(path)
+      decoded = image_io.decode(path)
     except ValueError as e:
       report.unreadable.append((path, str(e)))
-      log.log(f"predict: cannot read {path}: {e}; skipped")
+      log.log(f"predict: cannot read {shown(path)}: {e}; skipped")
       continue
+    for note in decoded.notes() + _name_notes(path):
+      report.notes.setdefault(note, []).append(path)
+    image = decoded.pixels
     if native is not None:
       emit(path, native(variables, image, with_edge=False)[0])
       continue
-    pending.append((path, image.shape[:2], preprocess(image, config.data, path)))
+    pending.append((path, image.shape[:2], preprocess(image, config.data, shown(path))))
     if len(pending) == batch_size:
       flush()
   flush()
   readable = len(paths) - len(report.unreadable)
-  if jax.process_index() == 0 and len(report.written) != readable:
+  if jax.process_index() == 0 and len(report.written) + len(report.unwritable) != readable:
     raise RuntimeError(f"predict: wrote {len(report.written)} masks for {readable} readable "
                        "images")
+  for note, noted in report.notes.items():
+    log.log(f"predict: {len(noted)} image(s): {note}: "
+            f"{', '.join(shown(os.path.basename(p)) for p in noted[:5])}"
+            f"{' ...' if len(noted) > 5 else ''}")
+  unwritable = (f", {len(report.unwritable)} mask(s) not writable under their name"
+                if report.unwritable else "")
   log.log(
       f"predict: wrote {len(report.written)} masks for {readable} readable image(s) to "
-      f"{out_dir} (checkpoint step {step}); {len(report.unreadable)} unreadable image(s) "
-      f"skipped, {len(report.skipped_non_image)} non-image file(s) and "
+      f"{shown(out_dir)} (checkpoint step {step}); {len(report.unreadable)} unreadable "
+      f"image(s) skipped{unwritable}, {len(report.skipped_non_image)} non-image file(s) and "
       f"{len(report.skipped_folders)} subfolder(s) ignored")
   return report

@@ -342,8 +342,8 @@ def test_exif_rotation_is_counted_and_named_in_a_size_mismatch(tmp_path):
   image.save(tmp_path / 'photo.jpg', exif=exif)
   log = _common.ConversionLog()
   pixels, encoded = _common.read_image(str(tmp_path / 'photo.jpg'), log, 'train')
-  assert pixels.shape == (H, W, 3)  # as stored
-  assert encoded == (tmp_path / 'photo.jpg').read_bytes()
-  assert log.counts['train'] == {'image: EXIF orientation 6 not applied': 1}
+  assert pixels.shape == (W, H, 3)  # as shown (image_io: EXIF orientation applied)
+  assert encoded.startswith(b'\x89PNG')  # the upright pixels, not the stored JPEG
+  assert log.counts['train'] == {'image: EXIF orientation 6 applied': 1}
   with pytest.raises(ValueError, match=r'size 20x24 .* is 24x20 \(width and height swapped.*EXIF'):
-    _common.check_same_size(pixels, np.zeros((W, H), np.uint8), 'photo.jpg', 'mask.png')
+    _common.check_same_size(np.zeros((H, W)), np.zeros((W, H), np.uint8), 'photo.jpg', 'mask.png')

@@ -139,7 +139,7 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     """Decodes and validates one image/mask pair; returns (stored image bytes, mask (H, W))."""
     pixels, encoded = _common.read_image(image_path, self._log, split)
     mask = _common.read_mask(mask_path, self._log, split)
-    _common.check_same_size(pixels, mask, image_path, mask_path)
+    mask = _common.align_mask(mask, pixels.shape, image_path, mask_path, self._log, split)
     return encoded, mask
 
   def _load_example(self, paths: Sequence[str | None], split: str) -> dict:

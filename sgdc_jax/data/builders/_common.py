@@ -3,8 +3,9 @@
 Every function here fails early with a `ValueError` that names the offending file; nothing
 is skipped silently. Colour-mode conversions (grayscale or RGBA images, RGB or paletted masks
 with equal channels, masks with transparency read from the channel that holds the mask), the
-unused frames and EXIF rotations of images are allowed but counted in a `ConversionLog` so
-the builders can report them at the end of preparation.
+unused frames of images, their EXIF orientation (applied, `image_io`; the mask is turned with
+its image, `align_mask`) and large images are allowed but counted in a `ConversionLog` so the
+builders can report them at the end of preparation.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from sgdc_jax.data import image_io
 
 # Files that ship with the archives and carry no images (licences, read-me files, OS litter).
 _HARMLESS_EXTENSIONS = ('.txt', '.md', '.csv', '.xlsx', '.xls', '.pdf', '.json', '.db', '.ini')
-_EXIF_ORIENTATION = 0x0112
 
 
 class ConversionLog:
@@ -63,12 +63,13 @@ class ConversionLog:
 def read_image(path: str,
                log: ConversionLog | None = None,
                split: str = '') -> tuple[np.ndarray, bytes]:
-  """Decodes an image file (`image_io.IMAGE_EXTENSIONS`) and returns pixels plus bytes to store.
+  """Decodes an image file (`image_io.decode`) and returns pixels plus bytes to store.
 
   Grayscale, 16-bit (scaled to 8 bit), RGBA, paletted, CMYK, ... images are converted to RGB
-  by `image_io.to_rgb_uint8` and the conversion is counted in `log` under `split`. The
-  stored bytes are the original file when it is already an RGB JPEG (no re-encoding loss),
-  else a lossless PNG of the decoded RGB pixels.
+  by `image_io.to_rgb_uint8`, an EXIF orientation is applied, the first frame of an animated
+  file is used and large images are read; each is counted in `log` under `split`. The stored
+  bytes are the original file when it is an RGB JPEG shown as stored (no re-encoding loss),
+  else a lossless PNG of the decoded, upright RGB pixels.
 
   Args:
     path: image file.
@@ -76,32 +77,59 @@ def read_image(path: str,
     split: split name used as the counter key.
 
   Returns:
-    `(pixels, encoded)`: pixels uint8 `(H, W, 3)`; encoded JPEG or PNG bytes.
+    `(pixels, encoded)`: pixels uint8 `(H, W, 3)`, upright; encoded JPEG or PNG bytes.
 
   Raises:
-    ValueError: the file is missing or cannot be decoded (message names the file).
+    ValueError: the file is missing, cannot be decoded or is too large (message names it).
   """
-  img = image_io.open_image(path)
-  _count_unused_parts(img, log, split)
-  pixels, conversion = image_io.to_rgb_uint8(img, path)
-  if conversion is not None:
-    _count(log, split, f'image {conversion}')
-    return pixels, encode_png(pixels)
-  if img.format == 'JPEG':
+  decoded = image_io.decode(path)
+  for note in decoded.notes():
+    _count(log, split, f'image: {note}')
+  if decoded.conversion is not None:
+    _count(log, split, f'image {decoded.conversion}')
+  elif decoded.format == 'JPEG' and decoded.orientation == 1:
     with open(path, 'rb') as f:
-      return pixels, f.read()
-  return pixels, encode_png(pixels)
+      return decoded.pixels, f.read()
+  return decoded.pixels, encode_png(decoded.pixels)
 
 
-def _count_unused_parts(img: Image.Image, log: ConversionLog | None, split: str) -> None:
-  """Counts what of an image file is not used: frames after the first, and an EXIF rotation
-  (pixels are used as stored; a mask drawn on the rotated view would not line up)."""
-  frames = getattr(img, 'n_frames', 1)
-  if frames > 1:
-    _count(log, split, f'image: first of {frames} frames used')
-  orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+def align_mask(mask: np.ndarray, image_shape: Sequence[int], image_path: str, mask_path: str,
+               log: ConversionLog | None = None, split: str = '',
+               kind: str = 'mask') -> np.ndarray:
+  """`mask` (or roi, `kind='roi'`) `(H, W)` turned as its image was, checked against its size.
+
+  An image with an EXIF orientation is read upright (`read_image`); its mask is taken as drawn
+  on the image file's pixels as stored (as data sets ship them) and gets the same turn
+  (`image_io.orient`), counted. When the orientation swaps height and width and the mask
+  already has the upright image's size, it was drawn on the upright view: used as is, counted.
+
+  Args:
+    mask: the mask's values `(h, w)`, as read from `mask_path`.
+    image_shape: the upright image's shape, `(H, W, ...)`.
+
+  Returns:
+    the mask `(H, W)` in the upright image's pixels.
+
+  Raises:
+    ValueError: the sizes differ (`check_same_size`).
+  """
+  orientation = image_io.file_orientation(image_path)
+  upright = tuple(image_shape[:2])
   if orientation != 1:
-    _count(log, split, f'image: EXIF orientation {orientation} not applied')
+    stored = image_io.oriented_shape(upright, orientation)  # the turn is its own size inverse
+    if mask.shape[:2] == upright != stored:
+      _count(log, split, f'{kind}: drawn on the upright view (EXIF orientation {orientation} '
+             'of its image), used as is')
+    elif mask.shape[:2] == stored:
+      mask = image_io.orient(mask, orientation)
+      _count(log, split, f'{kind}: turned with its image (EXIF orientation {orientation})')
+    else:
+      raise ValueError(
+          f'{kind} {image_io.shown_path(mask_path)} has size {mask.shape[1]}x{mask.shape[0]} '
+          f'(WxH) but its image {image_io.shown_path(image_path)} is {stored[1]}x{stored[0]} '
+          f'as stored, {upright[1]}x{upright[0]} as shown (EXIF orientation {orientation})')
+  check_same_size(np.empty(upright + (0,), np.uint8), mask, image_path, mask_path, kind)
+  return mask
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -162,7 +190,11 @@ def read_mask_values(path: str, log: ConversionLog | None = None, split: str = '
   mode = img.mode
   frames = getattr(img, 'n_frames', 1)
   if frames > 1:  # a second page may hold labels too: which one is the mask is not ours to pick
-    raise ValueError(f'{kind} {path} has {frames} frames (pages); expected a single image')
+    raise ValueError(f'{kind} {image_io.shown_path(path)} has {frames} frames (pages); expected '
+                     'a single image')
+  orientation = image_io.exif_orientation(img)
+  if orientation != 1:  # a mask follows its image's pixels (`align_mask`), not its own tag
+    _count(log, split, f'{kind}: own EXIF orientation {orientation} not used')
   if img.has_transparency_data:
     values, how = _split_alpha(img, path, kind)
     _count(log, split, f'{kind} {mode}->{how}')
@@ -259,14 +291,16 @@ def read_mask(path: str, log: ConversionLog | None = None, split: str = '') -> n
   return binarize_mask(read_mask_values(path, log, split), path)
 
 
-def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: str, mask_path: str) -> None:
-  """Raises ValueError naming both files when `(H, W)` of image and mask differ."""
+def check_same_size(image: np.ndarray, mask: np.ndarray, image_path: str, mask_path: str,
+                    kind: str = 'mask') -> None:
+  """Raises ValueError naming both files when `(H, W)` of image and mask (or roi) differ."""
   if image.shape[:2] != mask.shape[:2]:
     turned = (' (width and height swapped: is one of them rotated, e.g. shown by an EXIF '
               'orientation tag when it was drawn?)' if image.shape[:2] == mask.shape[1::-1] else '')
     raise ValueError(
-        f'mask {mask_path} has size {mask.shape[1]}x{mask.shape[0]} (WxH) but its image '
-        f'{image_path} is {image.shape[1]}x{image.shape[0]}{turned}')
+        f'{kind} {image_io.shown_path(mask_path)} has size {mask.shape[1]}x{mask.shape[0]} '
+        f'(WxH) but its image {image_io.shown_path(image_path)} is '
+        f'{image.shape[1]}x{image.shape[0]}{turned}')
 
 
 def is_ignorable(name: str) -> bool:

@@ -575,7 +575,7 @@ class Folder(_base.SegmentationBuilder, skip_registration=True):
     pixels, encoded = _common.read_image(image_path, self._log, split)
     values = _common.read_mask_values(mask_path, self._log, split)
     mask = labels_from_values(values, self.options, mask_path)
-    _common.check_same_size(pixels, mask, image_path, mask_path)
+    mask = _common.align_mask(mask, pixels.shape, image_path, mask_path, self._log, split)
     with self._lock:
       self._ambiguous[split] = self._ambiguous.get(split, 0) + ambiguous_pixels(values)
       self._pixels[split] = self._pixels.get(split, 0) + int(values.size)
@@ -603,10 +603,7 @@ class Folder(_base.SegmentationBuilder, skip_registration=True):
       return np.ones(shape, np.uint8)
     values = _common.read_mask_values(roi_path, self._log, split, kind='roi')
     roi = _common.binarize_mask(values, roi_path, kind='roi')
-    if roi.shape != shape:
-      raise ValueError(f'roi {roi_path} has size {roi.shape[1]}x{roi.shape[0]} (WxH) but its '
-                       f'image {image_path} is {shape[1]}x{shape[0]}')
-    return roi
+    return _common.align_mask(roi, shape, image_path, roi_path, self._log, split, kind='roi')
 
   def _record_split_done(self, split: str, n: int) -> None:
     with self._lock:
