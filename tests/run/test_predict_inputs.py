@@ -114,3 +114,19 @@ def test_predict_goes_on_past_bad_files_and_reports_each_decision(tmp_path):
     assert line + "\n" in lines, (line, lines)
   assert "predict: wrote 6 masks for 6 readable image(s) to " in lines, lines
   assert "; 3 unreadable image(s) skipped" in lines, lines
+
+
+def test_a_mask_name_the_file_system_refuses_leaves_no_half_written_output(tmp_path):
+  """A 251-byte stem fits `<stem>.png` but not `<stem>_prob.png` (255-byte names): the error is
+  one of the name's (predict skips that input, counted) and no lone mask is left."""
+  import errno  # pylint: disable=import-outside-toplevel
+  from sgdc_jax.run import predict  # pylint: disable=import-outside-toplevel
+  probs = np.full((4, 5), 0.7, np.float32)
+  try:
+    predict._write(str(tmp_path), "x" * 251, probs, 1, True)  # pylint: disable=protected-access
+  except OSError as e:
+    assert e.errno in predict._NAME_ERRNOS  # pylint: disable=protected-access
+    assert e.errno == errno.ENAMETOOLONG
+  else:
+    raise AssertionError("the file system took a 260-byte name")
+  assert os.listdir(tmp_path) == []
