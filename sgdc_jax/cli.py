@@ -32,6 +32,7 @@ from absl import flags, logging
 from ml_collections.config_flags.config_flags import is_config_flag
 
 from sgdc_jax import paths
+from sgdc_jax.log import printable
 from sgdc_jax.errors import (DEBUG_ENV, EXIT_CODES, EXIT_INTERRUPTED,  # noqa: F401
                              EXIT_NON_FINITE, EXIT_USER_ERROR, EXIT_WORKDIR, exit_code)
 
@@ -49,7 +50,7 @@ def fail(message: str, code: int = EXIT_USER_ERROR,
   if debug() and error is not None:
     traceback.print_exception(type(error), error, error.__traceback__)
   sys.stderr.flush()
-  print(f'error: {message}', file=sys.stderr, flush=True)
+  print(f'error: {printable(message)}', file=sys.stderr, flush=True)
   sys.exit(code)
 
 

@@ -258,3 +258,12 @@ def test_interrupt_with_a_message_and_debug_zero(capsys, monkeypatch):
     cli.run(lambda: (_ for _ in ()).throw(ValueError("bad value")))
   err = capsys.readouterr().err
   assert "Traceback" in err and err.endswith("error: bad value\n")
+
+
+def test_fail_prints_a_message_with_an_undecodable_file_name(capsys):
+  # A file name with a byte that is not UTF-8 reaches Python as a lone surrogate: printing it
+  # raw raises UnicodeEncodeError inside the error path itself.
+  with pytest.raises(SystemExit) as e:
+    cli.fail("cannot read /data/bad\udcfe.png", code=2)
+  assert e.value.code == 2
+  assert capsys.readouterr().err == "error: cannot read /data/bad\\xfe.png\n"
