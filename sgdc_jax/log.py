@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 
-import jax
 from absl import logging
 
 
@@ -30,5 +29,8 @@ def log(message: str) -> None:
   escaped (`printable`), so no log line can stop a run."""
   message = printable(message)
   logging.info(message)
-  if jax.process_index() == 0:
+  # JAX only when the command already loaded it: the JAX-free commands (prepare) log too, and
+  # without JAX there is one process.
+  jax = sys.modules.get("jax")
+  if jax is None or jax.process_index() == 0:
     print(message, flush=True)
