@@ -1,15 +1,18 @@
 """Random-access sources of raw examples: the synthetic splits or a prepared TFDS data set.
 
 `open_source(data_config, split)` opens one split with the checks that name what is wrong
-(unknown data set or split, not prepared yet: the command that prepares it);
+(unknown data set or split, not prepared yet: the command that prepares it; a shard missing,
+cut short or corrupt: the command that rebuilds it, see `sgdc_jax.data.shards`);
 `undecoded_images` keeps a TFDS source's images as their stored bytes for the transforms.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 
 from sgdc_jax.data import builders
+from sgdc_jax.data import shards
 from sgdc_jax.data.synthetic import SyntheticLesions
 
 SYNTHETIC = 'synthetic_lesions'
@@ -31,6 +34,29 @@ def prepare_hint(name: str, data_dir: str) -> str:
   data_dir_arg = f' --data_dir={data_dir}' if data_dir else ''
   return (f'prepare it with: python -m sgdc_jax.data.prepare --dataset={name} '
           f'--manual_dir=DIR{data_dir_arg}')
+
+
+def rebuild_hint(name: str, data_dir: str, metadata: dict | None = None) -> str:
+  """The command that prepares data set `name` again, for a `folder` data set with the
+  pairing options stored in its `metadata` (so the rebuilt files pair as before)."""
+  data_dir_arg = f' --data_dir={shlex.quote(data_dir)}' if data_dir else ''
+  if name.split('/')[0] in builders.BUILDERS:
+    dataset = f'--dataset={name}'
+  else:
+    pairing = (metadata or {}).get('pairing') or {}
+    dataset = f'--dataset=folder --name={name}'
+    for key in ('images', 'masks', 'rois'):
+      if pairing.get(key):
+        dataset += f' --{key}={shlex.quote(pairing[key])}'
+    for key, sep, pairs in (('split_folders', ':', pairing.get('split_folders')),
+                            ('split_ratios', '=', pairing.get('split_ratios')),
+                            ('mask_classes', ':', pairing.get('mask_classes'))):
+      if pairs:
+        dataset += f' --{key}=' + ','.join(f'{a}{sep}{b}' for a, b in pairs)
+    if pairing.get('mask_threshold') is not None:
+      dataset += f' --mask_threshold={pairing["mask_threshold"]}'
+  return (f'rebuild it with: python -m sgdc_jax.data.prepare {dataset} --manual_dir=DIR'
+          f'{data_dir_arg} --rebuild')
 
 
 def prepared_names(data_dir: str | None) -> list[str]:
@@ -98,6 +124,9 @@ def open_source(data_config, split: str):
     ValueError: unknown split or dataset name (the message lists the known ones).
     FileNotFoundError: the TFDS dataset is not prepared in `data_dir` (the message names the
       directory and the command that prepares it).
+    DamagedDataError: a shard of the split is missing or cut short (its ArrayRecord index
+      does not hold the records `dataset_info.json` recorded); reads that fail later raise it
+      too, naming the shard (`shards.CheckedSource`). The message names the rebuild command.
   """
   name = data_config.name
   if name == SYNTHETIC:
@@ -113,8 +142,12 @@ def open_source(data_config, split: str):
   if '+' not in split and base != 'all' and base not in builder.info.splits:
     raise ValueError(f'dataset {name!r} has no split {split!r}; '
                      f"splits are {sorted(builder.info.splits)} (or 'all')")
-  return tfds.data_source(name, split=split, data_dir=data_config.data_dir or None,
-                          download=False)
+  where = f'data set {name!r} split {split!r}'
+  hint = rebuild_hint(name, data_config.data_dir, builder.info.metadata)
+  return shards.checked_source(
+      lambda: tfds.data_source(name, split=split, data_dir=data_config.data_dir or None,
+                               download=False),
+      builder.info, split, where, hint)
 
 
 def undecoded_images(source):
@@ -122,6 +155,8 @@ def undecoded_images(source):
 
   The transforms decode the bytes themselves, at reduced size where the format allows.
   """
+  if isinstance(source, shards.CheckedSource):
+    return source.with_source(undecoded_images(source.source))
   if not (dataclasses.is_dataclass(source) and hasattr(source, 'dataset_info')
           and hasattr(source, 'decoders')):
     return source

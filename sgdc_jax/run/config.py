@@ -29,6 +29,7 @@ from sgdc_jax.checks import is_int, is_number
 from sgdc_jax.data import pipeline
 from sgdc_jax.data import data_config as data_config_lib
 from sgdc_jax.errors import ConfigError  # noqa: F401  (raised here, re-exported)
+from sgdc_jax.errors import DamagedDataError
 
 MODES = ("train", "eval", "predict")
 
@@ -313,6 +314,8 @@ def _check_dataset(config: ml_collections.ConfigDict, mode: str) -> list[str]:
   for field in splits:
     try:
       pipeline.open_source(config.data, config.data[field])
+    except DamagedDataError:
+      raise  # not a config problem: one line naming the shard and the rebuild command
     except (FileNotFoundError, ValueError, ImportError) as e:
       return [f"data.{field}={config.data[field]!r}: {e}"]
   return []
