@@ -13,9 +13,11 @@ traceback (`SGDC_DEBUG=1` adds it; see `sgdc_jax.cli`). Exit status:
   0  done (also when the workdir is already at train.num_steps: nothing to train);
   2  invalid flags, arguments or config (unknown field, missing or broken config file, bad
      value, missing `model.pretrained` file or unreadable weights) or another user error (no
-     checkpoint to evaluate or predict with, unusable predict folders);
+     checkpoint to evaluate or predict with, unusable predict folders, a full disk during a
+     checkpoint save: the partial save is removed, the last complete checkpoint named);
   3  non-finite loss (training stopped; the last good checkpoint is kept);
-  4  workdir busy (another training holds its lock) or no intact checkpoint to resume from.
+  4  workdir busy (another training holds its lock), no intact checkpoint to resume from, or a
+     read-only workdir for --mode=eval (`--config.eval.output_dir=DIR` writes elsewhere).
 """
 
 from __future__ import annotations

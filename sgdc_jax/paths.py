@@ -24,6 +24,7 @@ from typing import Any, Optional
 CONFIG_FIELDS = (
     "compilation_cache_dir",
     "data.data_dir",
+    "eval.output_dir",
     "model.pretrained",
     "predict.input_dir",
     "predict.output_dir",

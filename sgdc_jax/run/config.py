@@ -84,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict(dict(
       batch_size=16,          # global eval batch (need not divide the split)
       overlays=16,            # PNG overlays written by --mode=eval
+      # Where --mode=eval writes (DIR/<data.name>/<split>/step_<N>/); '' = workdir/eval/...
+      # Set it to evaluate a read-only workdir.
+      output_dir="",
       use_ema=True,           # evaluate EMA parameters when EMA is on
       checkpoint="best",      # best | latest (for --mode=eval and --mode=predict)
       nsd_tolerance=2.0,      # surface Dice (NSD) tolerance, pixels of the stored image
@@ -149,6 +152,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "loss.lambda_edge": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
     "eval.batch_size": _at_least(1),
     "eval.overlays": _at_least(0),
+    "eval.output_dir": _text("a directory path ('' = inside the workdir)"),
     "eval.use_ema": _flag(),
     "eval.checkpoint": (lambda v: v in ("best", "latest"), "'best' or 'latest'"),
     "eval.nsd_tolerance": (lambda v: is_number(v) and v >= 0, "a number >= 0 (pixels)"),

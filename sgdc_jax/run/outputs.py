@@ -5,6 +5,12 @@ Evaluation outputs live in one folder per (data set, split, checkpoint step):
 `workdir/eval/<data.name>/<split>/step_<N>/{metrics.json, per_image.csv, overlays/, config.json}`
 (`eval_dir`), so evaluations of different splits, data sets or checkpoints never overwrite
 each other.
+
+Overlays cost what their output costs: a panel is `OVERLAY_PANEL_PX` pixels wide, so the photo,
+its masks and the edge map are first reduced by an integer factor to at most that size
+(`downsample_for_overlay`: box filter for the photo, max over each block for the masks and the
+edge map so that a one-pixel structure stays visible), and only then drawn (`draw_overlay`).
+A 4000 x 3000 photo is never drawn (or converted to float) at full size.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import os
 from typing import Any, Callable, Optional
 
 import numpy as np
+from PIL import Image
 # Figures are drawn on `Figure` objects, not pyplot: nothing here changes the process's
 # matplotlib backend (a notebook importing the package keeps its inline plots).
 from matplotlib.figure import Figure
@@ -45,10 +52,15 @@ def format_metrics(mean: dict[str, Any], names: tuple[str, ...]) -> str:
   return ", ".join(f"{k} {format_metric(k, mean[k])}" for k in names if k in mean)
 
 
-def eval_dir(workdir: str, dataset: str, split: str, step: int) -> str:
-  """`workdir/eval/<dataset>/<split>/step_<step>`; path separators in names become '_'."""
+def eval_subdir(dataset: str, split: str, step: int) -> str:
+  """`<dataset>/<split>/step_<step>`; path separators in names become '_'."""
   clean = lambda s: str(s).replace(os.sep, "_").replace("/", "_")
-  return os.path.join(workdir, "eval", clean(dataset), clean(split), f"step_{int(step)}")
+  return os.path.join(clean(dataset), clean(split), f"step_{int(step)}")
+
+
+def eval_dir(workdir: str, dataset: str, split: str, step: int) -> str:
+  """`workdir/eval/<dataset>/<split>/step_<step>` (`eval_subdir` under `workdir/eval`)."""
+  return os.path.join(workdir, "eval", eval_subdir(dataset, split, step))
 
 
 def write_eval_outputs(out_dir: str, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
@@ -84,12 +96,57 @@ def overlay_writer(out_dir: str, limit: int) -> Callable[[ScoredImage], None]:
   return visit
 
 
+# An overlay panel: OVERLAY_INCHES square at OVERLAY_DPI, so at most OVERLAY_PANEL_PX pixels.
+OVERLAY_INCHES = 4.5
+OVERLAY_DPI = 80
+OVERLAY_PANEL_PX = int(OVERLAY_INCHES * OVERLAY_DPI)
+
+
+def overlay_factor(height: int, width: int, max_side: int = OVERLAY_PANEL_PX) -> int:
+  """The smallest integer factor that brings `max(height, width)` to at most `max_side`."""
+  return max(1, -(-max(int(height), int(width)) // int(max_side)))
+
+
+def box_reduce(image: np.ndarray, factor: int) -> np.ndarray:
+  """uint8 (H, W[, 3]) -> uint8 (ceil(H/f), ceil(W/f)[, 3]): the mean of each f x f block
+  (PIL's `reduce`; blocks at the border are averaged over the pixels they have)."""
+  if factor == 1:
+    return image
+  return np.asarray(Image.fromarray(np.ascontiguousarray(image)).reduce(factor))
+
+
+def max_reduce(a: np.ndarray, factor: int) -> np.ndarray:
+  """(H, W) -> (ceil(H/f), ceil(W/f)): the maximum of each f x f block, in `a`'s dtype (a
+  mask's one-pixel line or dot survives); the intermediate is (ceil(H/f), W)."""
+  if factor == 1:
+    return a
+  rows = np.maximum.reduceat(a, np.arange(0, a.shape[0], factor), axis=0)
+  return np.maximum.reduceat(rows, np.arange(0, a.shape[1], factor), axis=1)
+
+
+def downsample_for_overlay(image: np.ndarray, target: np.ndarray, pred: np.ndarray,
+                           edge: Optional[np.ndarray], max_side: int = OVERLAY_PANEL_PX
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
+  """The arrays of an overlay reduced by `overlay_factor` (unchanged when they fit already):
+  image uint8 (h, w, 3) by box filter; target, pred (h, w) and edge (h, w) by block maximum."""
+  f = overlay_factor(*target.shape[:2], max_side=max_side)
+  return (box_reduce(image, f), max_reduce(target, f), max_reduce(pred, f),
+          None if edge is None else max_reduce(edge, f))
+
+
 def save_overlay(path: str, image: np.ndarray, target: np.ndarray, pred: np.ndarray,
                  edge: Optional[np.ndarray], title: str) -> None:
   """PNG with the image, ground-truth contour (green), predicted contour (red) and, next to it,
-  the SGE edge map (when given). `image` uint8 (H, W, 3); masks (H, W); `edge` (H, W)."""
+  the SGE edge map (when given). `image` uint8 (H, W, 3); masks (H, W); `edge` (H, W).
+  Drawn from a copy reduced to the panel size (`downsample_for_overlay`)."""
+  draw_overlay(path, *downsample_for_overlay(image, target, pred, edge), title)
+
+
+def draw_overlay(path: str, image: np.ndarray, target: np.ndarray, pred: np.ndarray,
+                 edge: Optional[np.ndarray], title: str) -> None:
+  """`save_overlay`'s drawing, at the size of the arrays given (the panel size or less)."""
   panels = 2 if edge is not None else 1
-  fig = Figure(figsize=(4.5 * panels, 4.5))
+  fig = Figure(figsize=(OVERLAY_INCHES * panels, OVERLAY_INCHES))
   axes = fig.subplots(1, panels, squeeze=False)
   ax = axes[0, 0]
   ax.imshow(image)
@@ -104,7 +161,7 @@ def save_overlay(path: str, image: np.ndarray, target: np.ndarray, pred: np.ndar
     ax.set_title("SGE edge map", fontsize=8)
     ax.axis("off")
   fig.tight_layout()
-  fig.savefig(path, dpi=80)
+  fig.savefig(path, dpi=OVERLAY_DPI)
 
 
 def plot_training_curve(history_path: str, out_png: str) -> Optional[str]:

@@ -45,9 +45,9 @@ STATE_FIELDS = ("model.*",) + tuple(_STATE_SWITCHES)
 # Fields that say how an eval/predict run reads and writes (or where compiled programs are
 # cached), never how the checkpoints were trained: their differences are not reported.
 # A name ending in '.' covers its section.
-UNREPORTED_FIELDS = ("predict.", "eval.checkpoint", "eval.overlays", "eval.batch_size",
-                     "eval.resolution", "eval.window", "eval.overlap", "eval.window_batch",
-                     "eval.tta", "compilation_cache_dir")
+UNREPORTED_FIELDS = ("predict.", "eval.checkpoint", "eval.overlays", "eval.output_dir",
+                     "eval.batch_size", "eval.resolution", "eval.window", "eval.overlap",
+                     "eval.window_batch", "eval.tta", "compilation_cache_dir")
 
 
 @dataclasses.dataclass(frozen=True)
