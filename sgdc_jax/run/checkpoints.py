@@ -184,14 +184,14 @@ class Checkpointer:
       raise error
     removed = checkpoint_space.remove_partial(self.directory, step)
     complete = [s for s in ocp.utils.checkpoint_steps(self.directory) if s != step]
-    last = (f"the last complete checkpoint is step {max(complete)}" if complete else
-            "no checkpoint is complete yet (the rerun starts from step 0)")
+    last, rerun = (f"the last complete checkpoint is step {max(complete)}", "resume") if (
+        complete) else ("no checkpoint is complete yet", "start again from step 0")
     free = checkpoint_space.free_bytes(self.directory)
     raise CheckpointSaveError(
         f"no space left on device while saving checkpoint {step} to {self.directory}"
         + (f" ({checkpoint_space.megabytes(free)} free)" if free is not None else "")
         + ("; removed the partial save" if removed else "")
-        + f"; {last}; free space and rerun the same command to resume") from error
+        + f"; {last}; free space and rerun the same command to {rerun}") from error
 
   def latest_step(self) -> Optional[int]:
     """Most recent saved step, or None."""

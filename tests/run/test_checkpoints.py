@@ -45,6 +45,52 @@ def test_checkpointer_keeps_latest_and_best_k(tmp_path):
   ck.close()
 
 
+def _fill_disk_at(monkeypatch, step: int) -> None:
+  """Orbax's array writes of `step` fail in its write threads as TensorStore fails on a full
+  disk."""
+  from orbax.checkpoint._src.serialization import serialization  # pylint: disable=g-import-not-at-top
+  write = serialization.async_serialize_from_host
+
+  async def full(rslices, spec, **kw):
+    if f"/{step}.orbax-checkpoint-tmp" in str(spec):
+      raise ValueError("RESOURCE_EXHAUSTED: Error writing in OCDBT database: Failed to write 4 "
+                       "bytes to file 6: No space left on device [os_error_code='28']")
+    return await write(rslices, spec, **kw)
+
+  monkeypatch.setattr(serialization, "async_serialize_from_host", full)
+
+
+def test_disk_full_save_is_removed_and_the_last_complete_step_named(tmp_path, monkeypatch):
+  directory = str(tmp_path / "ck")
+  ck = checkpointing.Checkpointer(directory)
+  _fill_disk_at(monkeypatch, 2)
+  ck.save(1, {"w": jnp.zeros((3,))})
+  ck.save(2, {"w": jnp.ones((3,))})  # fails in the background
+  with pytest.raises(checkpointing.CheckpointSaveError) as e:
+    ck.save(3, {"w": jnp.ones((3,))})  # waits for step 2 first: its failure, not step 3's
+  assert isinstance(e.value, OSError) and "\n" not in str(e.value)
+  assert str(e.value).startswith(f"no space left on device while saving checkpoint 2 to "
+                                 f"{directory} (")
+  assert str(e.value).endswith("removed the partial save; the last complete checkpoint is "
+                               "step 1; free space and rerun the same command to resume")
+  assert sorted(os.listdir(directory)) == ["1"]
+  ck.wait_until_finished()  # reported once
+  ck.close()
+
+
+def test_disk_full_at_the_first_save_says_no_checkpoint_is_complete(tmp_path, monkeypatch):
+  directory = str(tmp_path / "ck")
+  ck = checkpointing.Checkpointer(directory)
+  _fill_disk_at(monkeypatch, 1)
+  ck.save(1, {"w": jnp.zeros((3,))})
+  with pytest.raises(checkpointing.CheckpointSaveError,
+                     match="no checkpoint is complete yet; free space and rerun the same "
+                           "command to start again from step 0$"):
+    ck.wait_until_finished()
+  assert os.listdir(directory) == []
+  ck.close()
+
+
 def test_preemption_flag_catches_sigterm():
   import signal  # pylint: disable=g-import-not-at-top
   flag = checkpointing.PreemptionFlag()
