@@ -7,7 +7,8 @@ import grain
 from sgdc_jax.data import sources
 from sgdc_jax.data.batching import eval_indices, per_process_batch, processes
 from sgdc_jax.data.preprocess import EvalTransform
-from sgdc_jax.data.workers import to_iter_dataset, validate_data_config
+from sgdc_jax.data.workers import (close_pipeline, release_shared_memory, resolve_workers,
+                                   to_iter_dataset, validate_data_config)
 
 
 def create_eval_dataset(data_config, split: str, global_batch_size: int, process_index=None,
@@ -54,17 +55,19 @@ def create_eval_iterator(data_config, split: str, global_batch_size: int, proces
   """
   ds, num_batches = _eval_dataset(data_config, split, global_batch_size, process_index,
                                   process_count, reference)
-  return take(iter(ds), num_batches)
+  worker_processes = resolve_workers(data_config, evaluation=True)[0] > 0
+  return take(iter(ds), num_batches, worker_processes)
 
 
-def take(iterator, count: int):
-  """Yields `count` items of a Grain iterator, then closes it.
+def take(iterator, count: int, worker_processes: bool = False):
+  """Yields `count` items of a Grain iterator, then closes it (`close_pipeline`).
 
   With worker processes, Grain reports the end of a finite stream only after a poll timeout
   (about 1.5 s measured); the batch count is known, so the evaluation need not wait for it.
+  Each batch's shared-memory names are released on arrival (`release_shared_memory`).
   """
   try:
     for _ in range(count):
-      yield next(iterator)
+      yield release_shared_memory(next(iterator))
   finally:
-    iterator.close()
+    close_pipeline(iterator, worker_processes)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import grain
 
-from sgdc_jax.data.workers import to_iter_dataset
+from sgdc_jax.data.workers import (close_pipeline, release_shared_memory, resolve_workers,
+                                   to_iter_dataset)
 
 
 class ResumableBatches(grain.IterDataset):
@@ -46,7 +47,7 @@ class _ResumableIterator(grain.DatasetIterator):
 
   def __next__(self):
     self._assert_not_closed()
-    batch = next(self._started())
+    batch = release_shared_memory(next(self._started()))
     self._next_batch += 1
     return batch
 
@@ -72,7 +73,7 @@ class _ResumableIterator(grain.DatasetIterator):
 
   def _stop(self) -> None:
     if self._iterator is not None:
-      self._iterator.close()
+      close_pipeline(self._iterator, resolve_workers(self._data_config)[0] > 0)
       self._iterator = None
 
   def close(self) -> None:
