@@ -17,7 +17,9 @@ traceback (`SGDC_DEBUG=1` adds it; see `sgdc_jax.cli`). Exit status:
      checkpoint save: the partial save is removed, the last complete checkpoint named);
   3  non-finite loss (training stopped; the last good checkpoint is kept);
   4  workdir busy (another training holds its lock), no intact checkpoint to resume from, or a
-     read-only workdir for --mode=eval (`--config.eval.output_dir=DIR` writes elsewhere).
+     read-only workdir for --mode=eval (`--config.eval.output_dir=DIR` writes elsewhere);
+  5  several processes: another process was lost (the line names it and the last complete
+     checkpoint; rerun the same command on every process to resume).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ml_collections import config_flags
 from sgdc_jax.run import config as config_lib
 from sgdc_jax import cli
 from sgdc_jax.run import evaluate, experiment, predict, train
-from sgdc_jax.run import outputs
+from sgdc_jax.run import outputs, peers
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
                                           lock_config=True)
@@ -45,16 +47,19 @@ def main(argv):  # pylint: disable=unused-argument  (cli.parse_flags refuses ext
 
 
 def _run(config, workdir: str, mode: str) -> None:
-  experiment.initialize_processes()
-  experiment.enable_compilation_cache(config)
-  if mode == "train":
-    train.train_and_evaluate(config, workdir)
-  elif mode == "eval":
-    summary = evaluate.evaluate_checkpoint(config, workdir)
-    if jax.process_index() == 0:
-      outputs.print_summary(summary, summary["output_dir"])
-  else:
-    predict.predict_folder(config, workdir)
+  # Several processes: a lost one ends the others with one line (exit 5, `run.peers`).
+  watchdog = experiment.initialize_processes(
+      config, checkpoint_dir=experiment.checkpoint_dir(workdir) if mode == "train" else "")
+  with peers.guard(watchdog):
+    experiment.enable_compilation_cache(config)
+    if mode == "train":
+      train.train_and_evaluate(config, workdir)
+    elif mode == "eval":
+      summary = evaluate.evaluate_checkpoint(config, workdir)
+      if jax.process_index() == 0:
+        outputs.print_summary(summary, summary["output_dir"])
+    else:
+      predict.predict_folder(config, workdir)
 
 
 if __name__ == "__main__":
