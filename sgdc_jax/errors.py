@@ -10,6 +10,8 @@ Exit status of every entry point (`main`, `demo`, `prepare`, `ablation`, `diagno
   3  the training loss became NaN or Inf (the last good checkpoint is kept)
   4  the workdir cannot be used: another training holds it, it was trained with another model
      config, or no checkpoint in it restores
+  5  a process of a multi-process run was lost (killed, crashed, unreachable): every other
+     process stops within `mesh.peer_timeout_s` seconds (`sgdc_jax.run.peers`)
   130 interrupted (Ctrl-C) where the command says what it leaves behind (`prepare`)
 
 One line `error: ...` on stderr, no traceback unless `SGDC_DEBUG=1` (see `sgdc_jax.cli`).
@@ -20,6 +22,7 @@ from __future__ import annotations
 EXIT_USER_ERROR = 2
 EXIT_NON_FINITE = 3
 EXIT_WORKDIR = 4
+EXIT_PEER_LOST = 5
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 # Set to 1 to get the Python traceback as well as the one-line message.
 DEBUG_ENV = 'SGDC_DEBUG'
@@ -59,6 +62,11 @@ class DamagedDataError(ValueError):
   and the command that rebuilds it."""
 
 
+class PeerLostError(RuntimeError):
+  """Another process of a multi-process run was lost; the message names it and the command
+  that resumes."""
+
+
 class NonFiniteLossError(FloatingPointError):
   """Raised when a training step produced a NaN or Inf loss."""
 
@@ -68,6 +76,7 @@ class NonFiniteLossError(FloatingPointError):
 # FileNotFoundError).
 EXIT_CODES: tuple[tuple[tuple[type[BaseException], ...], int], ...] = (
     ((NonFiniteLossError,), EXIT_NON_FINITE),
+    ((PeerLostError,), EXIT_PEER_LOST),
     ((WorkdirError, NoIntactCheckpointError), EXIT_WORKDIR),
     ((ValueError, OSError), EXIT_USER_ERROR),  # OSError includes FileNotFoundError
 )

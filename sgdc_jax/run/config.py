@@ -77,6 +77,8 @@ def get_config() -> ml_collections.ConfigDict:
       data=-1,                # devices on the 'data' axis, -1 = all
       fsdp=False,             # shard large parameters (and their optimizer state) over 'data'
       fsdp_min_size=2**18,    # elements; smaller leaves stay replicated
+      # Several processes: one silent this long is lost, and every other stops (exit 5).
+      peer_timeout_s=60.0,
   ))
 
   config.loss = ml_collections.ConfigDict(dict(lambda_edge=1.0))
@@ -149,6 +151,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mesh.data": (lambda v: is_int(v) and (v == -1 or v >= 1), "-1 or an integer >= 1"),
     "mesh.fsdp": _flag(),
     "mesh.fsdp_min_size": _at_least(1),
+    "mesh.peer_timeout_s": (lambda v: is_number(v) and v > 0, "a number > 0 (seconds)"),
     "loss.lambda_edge": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
     "eval.batch_size": _at_least(1),
     "eval.overlays": _at_least(0),
