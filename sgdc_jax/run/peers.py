@@ -39,7 +39,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator, NoReturn, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from sgdc_jax.errors import DEBUG_ENV, EXIT_INTERRUPTED, PeerLostError, exit_code
 
@@ -139,7 +139,6 @@ class Watchdog:
     self._done: dict[int, tuple[int, float]] = {}     # index -> (status, when first seen)
     self._status: Optional[int] = None                # this process's own, once finished
     self._reporting = threading.Lock()
-    self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
 
   # ------------------------------------------------------------------ heartbeats
@@ -159,7 +158,8 @@ class Watchdog:
     self.client.key_value_set(f"{PREFIX}{self.index}", value, allow_overwrite=True)
 
   def _run(self) -> None:
-    while not self._stop.wait(self.interval_s):
+    while True:
+      time.sleep(self.interval_s)
       try:
         self.beat()
       except Exception:  # pylint: disable=broad-except  (the service is gone: poll() decides)
@@ -167,6 +167,7 @@ class Watchdog:
       lost = self.poll()
       if lost is not None:
         self.report(*lost)
+        return  # (reached only with an injected `exit`)
 
   def poll(self, now: Optional[float] = None) -> Optional[tuple[Optional[int], str]]:
     """Reads every heartbeat; `(lost index, what happened)` when a peer is lost, else None."""
@@ -179,7 +180,8 @@ class Watchdog:
     try:
       entries = self.client.key_value_dir_get(PREFIX)
     except Exception:  # pylint: disable=broad-except  (any RPC error: the service is gone)
-      self._rpc_failing_since = self._rpc_failing_since or now
+      if self._rpc_failing_since is None:
+        self._rpc_failing_since = now
       if now - self._rpc_failing_since > self.timeout_s:
         return 0, f"its coordination service has not answered for {self.timeout_s:g} s"
       return None
@@ -239,9 +241,10 @@ class Watchdog:
     return (f"{head}{kept} To {todo}, start the same command on every process: "
             f"{_printable(self.command)}")
 
-  def report(self, q: Optional[int], what: str) -> NoReturn:
+  def report(self, q: Optional[int], what: str) -> None:
     """Prints the line and ends the process (`os._exit`: the main thread may be stuck in a
-    collective). A process that had finished its work ends quietly with its own status."""
+    collective; never returns but with an injected `exit`). A process that had finished its
+    work ends quietly with its own status."""
     if not self._reporting.acquire(blocking=False):
       while True:  # another thread is reporting and about to end the process
         time.sleep(60)
@@ -258,25 +261,29 @@ class Watchdog:
         self._write(f"error: {error}\n")
     finally:
       self._exit(1 if code is None else code)
-    raise AssertionError("unreachable")  # only with an injected exit
 
   def runtime_error(self, detail: str = "") -> bool:
     """The C++ runtime reported a fatal distributed error: reports the lost process when one
     is evident (the coordinator refuses connections, a peer's heartbeat stopped) or `detail`
     says what happened; False (nothing done) otherwise."""
+    lost = None
     if self._status is not None:
-      self.report(None, "")
-    if self.index != 0 and self.coordinator and _gone(self.coordinator):
-      self.report(0, "its coordination service closed")
-    now = self._clock()
-    running = [q for q in range(self.count) if q != self.index and q not in self._done]
-    if running:
-      q = min(running, key=lambda p: self._seen.get(p, (None, self._started))[1])
-      if now - self._seen.get(q, (None, self._started))[1] > 2 * self.interval_s:
-        self.report(q, "the JAX distributed runtime found it gone")
-    if detail:
-      self.report(None, f"the JAX distributed runtime reported: {' '.join(detail.split())}")
-    return False
+      lost = None, ""
+    elif self.index != 0 and self.coordinator and _gone(self.coordinator):
+      lost = 0, "its coordination service closed"
+    else:
+      now = self._clock()
+      running = [q for q in range(self.count) if q != self.index and q not in self._done]
+      last = {q: self._seen.get(q, (None, self._started))[1] for q in running}
+      stalest = min(running, key=last.get) if running else None
+      if stalest is not None and now - last[stalest] > 2 * self.interval_s:
+        lost = stalest, "the JAX distributed runtime found it gone"
+      elif detail:
+        lost = None, f"the JAX distributed runtime reported: {' '.join(detail.split())}"
+    if lost is None:
+      return False
+    self.report(*lost)
+    return True
 
   # ------------------------------------------------------------------ the main thread
 

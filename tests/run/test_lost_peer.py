@@ -187,6 +187,19 @@ def test_guard_marks_the_end_and_keeps_errors():
   assert peers.runtime_heartbeat_s(60) == 120 and peers.runtime_heartbeat_s(8) == 38
 
 
+def test_a_collective_failing_for_a_lost_peer_waits_for_the_report():
+  """The main thread's Gloo error is held until the heartbeat thread has named the peer."""
+  client, exits, lines = FakeClient(), [], []
+
+  dog = peers.Watchdog(client, 0, 2, "127.0.0.1:1", 1.0, exit=exits.append, write=lines.append,
+                       command="cmd").start()
+  t0 = time.monotonic()
+  with pytest.raises(RuntimeError, match="Gloo"), peers.guard(dog):
+    raise RuntimeError("Gloo all-reduce failed: Connection reset by peer")
+  assert exits == [5] and 1.0 < time.monotonic() - t0 < 4.0
+  assert len(lines) == 1 and lines[0].startswith("error: lost process 1 of 2: no heartbeat")
+
+
 def test_peer_timeout_is_a_config_field():
   c = config_lib.get_config()
   assert c.mesh.peer_timeout_s == 60.0
