@@ -19,9 +19,9 @@ names). Ablation of the kernel source on DRIVE:
 Variants:
   ''     accelerator-sized: ResNet-50, D=256, output stride 1, patches of 256, 20k steps of 16.
          Not yet run.
-  'cpu'  ResNet-18, D=64, output stride 1, patches of 128, batch 8 (about 35 min of training on
-         a 2-core CPU; docs/results.md gives the measured time and the validation sweep behind
-         these settings).
+  'cpu'  ResNet-18, D=64, output stride 1, patches of 128, 1000 steps of 8 (about 20 min of
+         training on a quiet 2-core CPU; docs/results_drive.md gives the measured times and the
+         validation sweep behind these settings).
 """
 
 import ml_collections
@@ -58,7 +58,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     d.crop_size = 128
     config.train.batch_size = 8
     config.optimizer.warmup_steps = 100
-    config.train.num_steps = 2000
+    config.train.num_steps = 1000
     config.train.log_every = 50
     config.train.eval_every = 250
     config.train.checkpoint_every = 250
