@@ -41,6 +41,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator, Optional
 
+from sgdc_jax.log import printable
 from sgdc_jax.errors import DEBUG_ENV, EXIT_INTERRUPTED, PeerLostError, exit_code
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -75,10 +76,6 @@ def last_complete_step(directory: str) -> Optional[int]:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top  (only when reporting)
   steps = ocp.path.step.checkpoint_steps(directory)
   return max(steps) if steps else None
-
-
-def _printable(text: str) -> str:
-  return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _gone(address: str, within_s: float = 3.0) -> bool:
@@ -129,7 +126,7 @@ class Watchdog:
     self.checkpoint_dir, self.command = checkpoint_dir, command or command_line()
     self._clock, self._exit = clock, exit
     self._write = write or (lambda text: os.write(2, text.encode("utf-8", "backslashreplace")))
-    self._me = f"{_printable(socket.gethostname())} {os.getpid()}"
+    self._me = f"{printable(socket.gethostname())} {os.getpid()}"
     self._beats = 0
     self._started = clock()
     self._last_poll: Optional[float] = None
@@ -226,7 +223,7 @@ class Watchdog:
     """The one line: which process was lost and how, what is kept, how to resume."""
     head = f"lost {self.describe(q)}: {what}; process {self.index} stopped."
     if self.checkpoint_dir:
-      where = _printable(self.checkpoint_dir)
+      where = printable(self.checkpoint_dir)
       try:
         step = last_complete_step(self.checkpoint_dir)
       except Exception:  # pylint: disable=broad-except  (unreadable: say so, still report)
@@ -239,7 +236,7 @@ class Watchdog:
     else:
       kept, todo = "", "run again"
     return (f"{head}{kept} To {todo}, start the same command on every process: "
-            f"{_printable(self.command)}")
+            f"{printable(self.command)}")
 
   def report(self, q: Optional[int], what: str) -> None:
     """Prints the line and ends the process (`os._exit`: the main thread may be stuck in a
