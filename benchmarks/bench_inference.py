@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 import tracemalloc
+
+from host import machine  # benchmarks/host.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -84,17 +85,6 @@ def run_case(height: int, width: int, tta: str, args: argparse.Namespace) -> dic
           "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
           "host_peak_mib": host_peak / 2**20,
           "device_mib": None if device_bytes is None else device_bytes / 2**20}
-
-
-def machine() -> str:
-  """One line naming the host and the JAX backend."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return f"{platform.node()}: {cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}"
 
 
 def main() -> None:
