@@ -225,7 +225,12 @@ def diagnose(config: ml_collections.ConfigDict, workdir: str, split: Optional[st
       'layer_scale_init': float(m.layer_scale_init), 'n_images': summary['n_images'],
       'intact': summary['mean'], 'knockouts': {},
   }
-  for name in knockouts.applicable(m.kernel_source, int(m.n_blocks)):
+  native = str(config.eval.resolution) == 'native'
+  if native and 'guidance_swapped' in knockouts.applicable(m.kernel_source, int(m.n_blocks)):
+    result['not_run'] = {'guidance_swapped': 'with eval.resolution=native each forward pass '
+                                             'holds one image, whose guidance cannot be '
+                                             "swapped with another image's"}
+  for name in knockouts.applicable(m.kernel_source, int(m.n_blocks), one_image_per_pass=native):
     knocked = knockouts.knocked_variables(variables, name)
     model = knockouts.knocked_model(exp.model, name)
     ko_scorer = scorer if model is exp.model else inference.Scorer(config, model, exp.mesh)
@@ -327,6 +332,7 @@ def markdown(result: dict[str, Any]) -> str:
            'Knock-outs (cost = intact - knocked, per image, paired; HD95 in px, a negative '
            'HD95 cost means the knock-out raised HD95; 95 % bootstrap intervals):', '']
   lines += knockout_table(one) if result['knockouts'] else ['(no SGDC block to knock out)']
+  lines += [f'\n`{name}` not run: {why}' for name, why in result.get('not_run', {}).items()]
   lines += ['', 'SGDC blocks (layer scales; residual branch norm relative to its input, mean '
             'over images):', '']
   lines += block_table(one) if result['blocks'] else ['(no SGDC block)']

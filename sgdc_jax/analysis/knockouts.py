@@ -13,7 +13,9 @@ knock-out alone:
   pooled context);
 - `guidance_swapped` (`structure` only): every image gets the SGE guidance of the previous
   image of its eval batch (a cyclic roll over the batch; in a padded last batch, the first
-  image may get the guidance of an all-zero padding row).
+  image may get the guidance of an all-zero padding row). Not run with native-resolution
+  inference (`eval.resolution='native'`): each forward pass there holds windows and flips of
+  one image, so the roll would give an image its own guidance, or none changed at all.
 
 The first three edit parameters (`knocked_variables`); the swap intercepts `SGE.__call__`
 (`knocked_model`), so the network's code is not changed for any of them.
@@ -38,14 +40,17 @@ DESCRIPTIONS = {
 KNOCKOUTS = tuple(DESCRIPTIONS)
 
 
-def applicable(kernel_source: str, n_blocks: int) -> tuple[str, ...]:
-  """The knock-outs that change a network with this kernel source and block count."""
+def applicable(kernel_source: str, n_blocks: int, one_image_per_pass: bool = False
+               ) -> tuple[str, ...]:
+  """The knock-outs that change a network with this kernel source and block count
+  (`one_image_per_pass`: the scorer's forward passes each hold one image, as native-resolution
+  inference does; `guidance_swapped` then has no other image to take guidance from)."""
   if n_blocks == 0:
     return ()
   names = ['blocks_off', 'dynamic_off']
   if kernel_source in ('structure', 'pooled'):
     names.append('guidance_zeroed')
-  if kernel_source == 'structure':
+  if kernel_source == 'structure' and not one_image_per_pass:
     names.append('guidance_swapped')
   return tuple(names)
 

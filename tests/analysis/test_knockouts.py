@@ -124,6 +124,9 @@ def test_applicable_and_bad_names():
   assert knockouts.applicable('pooled', 2) == ('blocks_off', 'dynamic_off', 'guidance_zeroed')
   assert knockouts.applicable('none', 2) == ('blocks_off', 'dynamic_off')
   assert knockouts.applicable('structure', 0) == ()
+  # Native-resolution passes hold one image: no other image's guidance to swap in.
+  assert knockouts.applicable('structure', 2, one_image_per_pass=True) == (
+      'blocks_off', 'dynamic_off', 'guidance_zeroed')
   with pytest.raises(ValueError, match='unknown knock-out'):
     knockouts.knocked_variables({'params': {}}, 'blocks')
   with pytest.raises(ValueError, match='no SGDC block'):
