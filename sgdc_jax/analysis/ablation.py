@@ -259,10 +259,14 @@ def diagnostics_markdown(workdir: str, records: Sequence[dict[str, Any]]) -> str
                if c['metric'] in shown]
   labelled = [(label, res) for _, label, res in results]
   edge_tol = results[0][2]['edge']['tolerance_px']
+  run_names = {n for _, _, res in results for n in res['knockouts']}
+  not_run = {n: why for _, _, res in results for n, why in res.get('not_run', {}).items()}
   lines = ['', '## Test-time knock-outs', '',
            'Each run scored again with a part of its trained network removed '
-           '(`sgdc_jax.analysis.knockouts`): ' + '; '.join(f'`{k}`: {v}' for k, v in
-                                                   diagnose.knockouts.DESCRIPTIONS.items()) +
+           '(`sgdc_jax.analysis.knockouts`): ' +
+           '; '.join(f'`{k}`: {v}' for k, v in diagnose.knockouts.DESCRIPTIONS.items()
+                     if k in run_names) +
+           ''.join(f'. `{k}` not run: {why}' for k, why in not_run.items()) +
            '. Per source, per-image scores averaged over seeds, then intact - knocked '
            '("reference better" = the knock-out hurts).', '',
            '| intact vs knock-out | metric | n | mean diff | 95 % CI | Wilcoxon p | W/T/L | '
