@@ -39,7 +39,7 @@ from sgdc_jax.data import pipeline
 from sgdc_jax.errors import NonFiniteLossError
 
 # The validation figures of the log line ('step N: val dice 0.8123, hd95 10.59 px, ...').
-VAL_LOG_METRICS = ("dice", "iou", "hd95", "nsd", "boundary_iou")
+VAL_LOG_METRICS = ("dice", "iou", "hd95", "nsd", "boundary_iou", "cldice")
 
 LossFn = Callable[[dict[str, jax.Array], dict[str, jax.Array]], tuple[jax.Array, dict[str, Any]]]
 

@@ -240,7 +240,7 @@ def test_eval_summary_shows_every_headline_metric_rounded(capsys):
   assert shown["cldice"] == "  cldice       0.5800 +- 0.0800"
   # The validation log line of the training loop uses the same rounding.
   assert outputs.format_metrics(summary["mean"], train.VAL_LOG_METRICS) == (
-      "dice 0.7562, iou 0.6500, hd95 7.29 px, nsd 0.6500, boundary_iou 0.4500")
+      "dice 0.7562, iou 0.6500, hd95 7.29 px, nsd 0.6500, boundary_iou 0.4500, cldice 0.5800")
 
 
 def test_interrupt_with_a_message_and_debug_zero(capsys, monkeypatch):

@@ -210,7 +210,8 @@ def test_predict_folder_with_unreadable_file(tmp_path):
   assert "differs" not in result["predict_out"] and "differs" not in result["eval_out"], (
       result["predict_out"])
   assert re.search(r"^step 2: val dice \d\.\d{4}, iou \d\.\d{4}, hd95 \d+\.\d{2} px, "
-                   r"nsd \d\.\d{4}, boundary_iou \d\.\d{4}$", result["train_out"], re.M), (
+                   r"nsd \d\.\d{4}, boundary_iou \d\.\d{4}, cldice \d\.\d{4}$", result["train_out"],
+                   re.M), (
                        result["train_out"])
   for name in ("dice", "iou", "nsd", "boundary_iou"):
     assert re.search(rf"^  {name} +\d\.\d{{4}} \+- \d\.\d{{4}}$", result["eval_out"], re.M), (
