@@ -41,9 +41,7 @@ VARIANTS = ("", "cpu")
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
   """ISIC 2017; `variant` '' (full size) or 'cpu' (see the module docstring)."""
-  if variant not in VARIANTS:
-    raise ValueError(f"configs/isic2017.py: unknown variant {variant!r}; expected one of "
-                     f"{VARIANTS} (e.g. --config=configs/isic2017.py:cpu)")
+  base.check_variant("configs/isic2017.py", variant, VARIANTS)
   config = base.get_config()
   d = config.data
   d.name = "isic2017"

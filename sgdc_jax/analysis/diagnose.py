@@ -225,11 +225,10 @@ def diagnose(config: ml_collections.ConfigDict, workdir: str, split: Optional[st
       'layer_scale_init': float(m.layer_scale_init), 'n_images': summary['n_images'],
       'intact': summary['mean'], 'knockouts': {},
   }
-  native = str(config.eval.resolution) == 'native'
-  if native and 'guidance_swapped' in knockouts.applicable(m.kernel_source, int(m.n_blocks)):
-    result['not_run'] = {'guidance_swapped': 'with eval.resolution=native each forward pass '
-                                             'holds one image, whose guidance cannot be '
-                                             "swapped with another image's"}
+  native = scorer.resolution == 'native'
+  skipped = knockouts.not_run(m.kernel_source, int(m.n_blocks), native)
+  if skipped:
+    result['not_run'] = skipped
   for name in knockouts.applicable(m.kernel_source, int(m.n_blocks), one_image_per_pass=native):
     knocked = knockouts.knocked_variables(variables, name)
     model = knockouts.knocked_model(exp.model, name)

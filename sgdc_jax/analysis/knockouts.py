@@ -38,6 +38,11 @@ DESCRIPTIONS = {
     'guidance_swapped': "SGE guidance of another image of the batch (cyclic roll)",
 }
 KNOCKOUTS = tuple(DESCRIPTIONS)
+# Why a knock-out that `applicable` drops for one-image forward passes is not run.
+ONE_IMAGE_PER_PASS = {
+    'guidance_swapped': 'with eval.resolution=native each forward pass holds one image, whose '
+                        "guidance cannot be swapped with another image's",
+}
 
 
 def applicable(kernel_source: str, n_blocks: int, one_image_per_pass: bool = False
@@ -50,9 +55,18 @@ def applicable(kernel_source: str, n_blocks: int, one_image_per_pass: bool = Fal
   names = ['blocks_off', 'dynamic_off']
   if kernel_source in ('structure', 'pooled'):
     names.append('guidance_zeroed')
-  if kernel_source == 'structure' and not one_image_per_pass:
+  if kernel_source == 'structure':
     names.append('guidance_swapped')
+  if one_image_per_pass:
+    names = [n for n in names if n not in ONE_IMAGE_PER_PASS]
   return tuple(names)
+
+
+def not_run(kernel_source: str, n_blocks: int, one_image_per_pass: bool) -> dict[str, str]:
+  """`{knock-out: why}` for those that would change the network but `applicable` drops."""
+  kept = applicable(kernel_source, n_blocks, one_image_per_pass)
+  return {n: ONE_IMAGE_PER_PASS[n] for n in applicable(kernel_source, n_blocks)
+          if n not in kept}
 
 
 def _block_names(params: Any) -> list[str]:

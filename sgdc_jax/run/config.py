@@ -176,6 +176,15 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+def check_variant(path: str, variant: str, variants: tuple[str, ...]) -> None:
+  """Raises ValueError naming `path` when `variant` (the text after ':' in `--config=path:...`)
+  is not one of the config file's `variants`."""
+  if variant not in variants:
+    example = next((v for v in variants if v), "")
+    raise ValueError(f"{path}: unknown variant {variant!r}; expected one of {variants} "
+                     f"(e.g. --config={path}:{example})")
+
+
 def use_cpu_model(config: ml_collections.ConfigDict) -> None:
   """Shrinks `config` in place to the CPU-sized network of the demo and the `:cpu` variants:
   ResNet-18, D=64 (SGE bottleneck and mid channels too), 4 heads, peak learning rate 1e-3."""

@@ -127,6 +127,8 @@ def test_applicable_and_bad_names():
   # Native-resolution passes hold one image: no other image's guidance to swap in.
   assert knockouts.applicable('structure', 2, one_image_per_pass=True) == (
       'blocks_off', 'dynamic_off', 'guidance_zeroed')
+  assert set(knockouts.not_run('structure', 2, True)) == {'guidance_swapped'}
+  assert knockouts.not_run('structure', 2, False) == {} == knockouts.not_run('pooled', 2, True)
   with pytest.raises(ValueError, match='unknown knock-out'):
     knockouts.knocked_variables({'params': {}}, 'blocks')
   with pytest.raises(ValueError, match='no SGDC block'):
