@@ -81,13 +81,6 @@ class PointwiseConv(nn.Module):
     return tuple(pieces) if self.splits else pieces[0]
 
 
-def _layer_norm_stats(x):
-  """float32 mean and 1 / std over the channels, `(..., 1)` each (flax's fast variance)."""
-  mean = channel_mean(x)
-  var = jnp.maximum(0.0, channel_mean(x * x) - mean * mean)
-  return mean, var
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
   """`(x - mean) / sqrt(var + epsilon) * scale + bias` over the last axis; x, scale and
@@ -96,7 +89,8 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) 
 
 
 def _layer_norm_fwd(x, scale, bias, epsilon):
-  mean, var = _layer_norm_stats(x)
+  mean = channel_mean(x)
+  var = jnp.maximum(0.0, channel_mean(x * x) - mean * mean)  # flax's fast variance
   rstd = jax.lax.rsqrt(var + epsilon)
   return (x - mean) * (rstd * scale) + bias, (x, scale, mean, rstd)
 

@@ -44,11 +44,6 @@ def recording_diagnostics(enabled: bool = True) -> Iterator[None]:
     _RECORDING.reset(token)
 
 
-def _conv1x1(features: int, dtype: Any, name: str) -> PointwiseConv:
-  # nn.Conv(features, (1, 1))'s parameters; backward faster on CPU (modules/channel_layers.py)
-  return PointwiseConv(features, dtype, name=name)
-
-
 class SGDC(nn.Module):
   """Pixel-adaptive dynamic convolution whose gates and kernels come from structure guidance.
 
@@ -125,7 +120,7 @@ class SGDC(nn.Module):
       g = resize_bilinear(adaptive_avg_pool(x, self.pool_size), size)
     else:
       return jnp.zeros((), self.dtype)
-    return _conv1x1(self.dim, self.dtype, 'guidance_proj')(g)
+    return PointwiseConv(self.dim, self.dtype, name='guidance_proj')(g)
 
   @nn.compact
   def __call__(self, x: jax.Array, guidance: Optional[jax.Array] = None,
@@ -150,8 +145,8 @@ class SGDC(nn.Module):
     _sow_sq_norm(self, 'branch1_sq', branch1)
     x = x + drop(branch1, deterministic)
     y = LayerNorm(1e-6, self.dtype, name='norm2')(x)
-    y = _conv1x1(int(c * self.mlp_ratio), self.dtype, 'mlp_fc1')(y)
-    y = _conv1x1(c, self.dtype, 'mlp_fc2')(gelu(y))
+    y = PointwiseConv(int(c * self.mlp_ratio), self.dtype, name='mlp_fc1')(y)
+    y = PointwiseConv(c, self.dtype, name='mlp_fc2')(gelu(y))
     branch2 = broadcast_channels(scale2.astype(self.dtype), y.shape) * y
     _sow_sq_norm(self, 'mid_sq', x)
     _sow_sq_norm(self, 'branch2_sq', branch2)

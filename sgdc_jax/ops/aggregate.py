@@ -138,15 +138,21 @@ def _shift_fwd(x, weights, kernel_size):
   return _shift_forward(x, weights, kernel_size), (x, weights)
 
 
-def _shift_bwd(kernel_size, residuals, grad_out):
-  """VJP by tap loops: no patches, no scatter."""
-  x, weights = residuals
+def _aggregate_vjp(grad_out, x, weights, kernel_size):
+  """The aggregation's VJP by tap loops (no patches, no scatter): d x `(B, H, W, C)` in
+  x.dtype and d weights `(B, H, W, heads, k*k)` float32."""
   b, h, w, c = x.shape
   heads = weights.shape[3]
   g = grad_out.astype(jnp.float32).reshape(b, h, w, heads, c // heads)
   grad_x = _input_grad(g, weights, kernel_size)
   grad_w = jnp.moveaxis(_tap_grads(g, x, kernel_size), 0, -1)
-  return grad_x.reshape(b, h, w, c).astype(x.dtype), grad_w.astype(weights.dtype)
+  return grad_x.reshape(b, h, w, c).astype(x.dtype), grad_w
+
+
+def _shift_bwd(kernel_size, residuals, grad_out):
+  x, weights = residuals
+  grad_x, grad_w = _aggregate_vjp(grad_out, x, weights, kernel_size)
+  return grad_x, grad_w.astype(weights.dtype)
 
 
 aggregate_shift.defvjp(_shift_fwd, _shift_bwd)
@@ -170,7 +176,7 @@ def _softmax_shift_forward(x, logits, kernel_size):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def softmax_aggregate_shift(x: jax.Array, logits: jax.Array, kernel_size: int) -> jax.Array:
-  """The aggregation of x with softmax(logits) weights, forward and VJP by tap loops.
+  """The aggregation of x with softmax(float32 logits) weights, forward and VJP by tap loops.
 
   The softmax backward is folded into the tap gradients: with p the probabilities and
   dp_t = sum_c g * x_t, d logits_t = p_t * (dp_t - sum_t' p_t' dp_t'); only x and the
@@ -186,13 +192,8 @@ def _softmax_shift_fwd(x, logits, kernel_size):
 
 def _softmax_shift_bwd(kernel_size, residuals, grad_out):
   x, probs = residuals
-  b, h, w, c = x.shape
-  heads = probs.shape[3]
-  g = grad_out.astype(jnp.float32).reshape(b, h, w, heads, c // heads)
-  grad_x = _input_grad(g, probs.astype(x.dtype), kernel_size)
-  dp = jnp.moveaxis(_tap_grads(g, x, kernel_size), 0, -1)
-  grad_logits = probs * (dp - jnp.sum(probs * dp, axis=-1, keepdims=True))
-  return grad_x.reshape(b, h, w, c).astype(x.dtype), grad_logits
+  grad_x, dp = _aggregate_vjp(grad_out, x, probs.astype(x.dtype), kernel_size)
+  return grad_x, probs * (dp - jnp.sum(probs * dp, axis=-1, keepdims=True))
 
 
 softmax_aggregate_shift.defvjp(_softmax_shift_fwd, _softmax_shift_bwd)

@@ -22,21 +22,17 @@ def _use_dot() -> bool:
   return jax.default_backend() == 'cpu'
 
 
-def _ones_dot(a: jax.Array, ones_axis: int) -> jax.Array:
-  """Contracts axis 0 (ones_axis=0) or the last axis (-1) of the 2-D `a` with ones, float32."""
-  ones = jnp.ones((a.shape[ones_axis],), a.dtype)
-  if ones_axis == 0:
-    return jnp.dot(ones, a, precision=jax.lax.Precision.HIGHEST,
-                   preferred_element_type=jnp.float32)
-  return jnp.dot(a, ones, precision=jax.lax.Precision.HIGHEST,
-                 preferred_element_type=jnp.float32)
+def _dot_f32(a: jax.Array, b: jax.Array) -> jax.Array:
+  """`jnp.dot(a, b)` at full precision, accumulated and returned in float32."""
+  return jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
 
 
 def pixel_sum(a: jax.Array) -> jax.Array:
   """Sum over every axis but the last: `(..., C)` -> `(C,)`, float32."""
   if not _use_dot():
     return jnp.sum(a.astype(jnp.float32), axis=tuple(range(a.ndim - 1)))
-  return _ones_dot(a.reshape(-1, a.shape[-1]), 0)
+  a = a.reshape(-1, a.shape[-1])
+  return _dot_f32(jnp.ones((a.shape[0],), a.dtype), a)
 
 
 def channel_mean(a: jax.Array) -> jax.Array:
@@ -45,7 +41,7 @@ def channel_mean(a: jax.Array) -> jax.Array:
   if not _use_dot():
     return jnp.mean(a.astype(jnp.float32), axis=-1, keepdims=True)
   c = a.shape[-1]
-  return (_ones_dot(a.reshape(-1, c), -1) / c).reshape(*a.shape[:-1], 1)
+  return channel_dot(a, jnp.ones((c,), a.dtype)) / c
 
 
 def channel_dot(a: jax.Array, v: jax.Array) -> jax.Array:
@@ -53,9 +49,7 @@ def channel_dot(a: jax.Array, v: jax.Array) -> jax.Array:
   if not _use_dot():
     return jnp.sum(a.astype(jnp.float32) * v.astype(jnp.float32), axis=-1, keepdims=True)
   c = a.shape[-1]
-  out = jnp.dot(a.reshape(-1, c), v.astype(a.dtype), precision=jax.lax.Precision.HIGHEST,
-                preferred_element_type=jnp.float32)
-  return out.reshape(*a.shape[:-1], 1)
+  return _dot_f32(a.reshape(-1, c), v.astype(a.dtype)).reshape(*a.shape[:-1], 1)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))

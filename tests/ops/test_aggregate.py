@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sgdc_jax.modules.sgdc import SGDC
 from sgdc_jax.ops.aggregate import pixel_adaptive_aggregate, softmax_aggregate
 import numpy_reference as ref
 
@@ -140,23 +141,35 @@ def test_fused_softmax_shift_matches_softmax_then_unfold(dtype, tol):
   assert float(jnp.abs(fused[2].astype(jnp.float32)).max()) > 0.01  # d logits not trivial
 
 
-def test_sgdc_block_shift_gradients_equal_unfold():
-  # The block with the fused softmax + 'shift' VJP against the same block on 'unfold'
-  # (XLA softmax, autodiff through explicit patches): output and every parameter gradient.
-  from sgdc_jax.modules.sgdc import SGDC
-  x = jax.random.normal(jax.random.key(0), (2, 7, 5, 16))
-  guidance = jax.random.normal(jax.random.key(1), (2, 4, 3, 8))
+def assert_sgdc_block_matches_unfold(impl, batch, kernel_size):
+  """The SGDC block on `impl` against the same block on 'unfold' (XLA softmax, autodiff
+  through explicit patches): output and every parameter gradient, each side in one jit.
+  Shared with test_pallas_aggregate.py."""
+  x = jax.random.normal(jax.random.key(0), (batch, 7, 5, 16))
+  guidance = jax.random.normal(jax.random.key(1), (batch, 4, 3, 8))
   cot = jax.random.normal(jax.random.key(2), x.shape)
-  blocks = {impl: SGDC(16, guide_channels=8, num_heads=4, kernel_size=5,
-                       layer_scale_init=0.5, impl=impl) for impl in ('unfold', 'shift')}
-  variables = blocks['unfold'].init(jax.random.key(3), x, guidance)
-  results = {impl: jax.jit(jax.value_and_grad(
-      lambda v, b=block: jnp.sum(b.apply(v, x, guidance) * cot)))(variables)
-             for impl, block in blocks.items()}
-  (y_u, g_u), (y_s, g_s) = results['unfold'], results['shift']
-  np.testing.assert_allclose(float(y_s), float(y_u), rtol=1e-5)
-  for (path, gu), gs in zip(jax.tree.leaves_with_path(g_u), jax.tree.leaves(g_s)):
+  # A layer scale of 0.5 (not 1e-6) so that the aggregation branch moves the output.
+  blocks = {name: SGDC(16, guide_channels=8, num_heads=4, kernel_size=kernel_size,
+                       layer_scale_init=0.5, impl=name) for name in ('unfold', impl)}
+  variables = jax.jit(blocks['unfold'].init)(jax.random.key(3), x, guidance)
+  results = {}
+  for name, block in blocks.items():
+    def value_and_grad(v, block=block):
+      y, vjp = jax.vjp(lambda v: block.apply(v, x, guidance), v)
+      return y, vjp(cot)[0]
+
+    results[name] = jax.jit(value_and_grad)(variables)
+  (y_u, g_u), (y_i, g_i) = results['unfold'], results[impl]
+  np.testing.assert_allclose(np.asarray(y_i), np.asarray(y_u), rtol=1e-5, atol=1e-5)
+  flat_u, flat_i = jax.tree.leaves_with_path(g_u), jax.tree.leaves(g_i)
+  assert len(flat_u) == len(flat_i)
+  for (path, gu), gi in zip(flat_u, flat_i):
     scale = float(jnp.abs(gu).max()) + 1e-6
-    np.testing.assert_allclose(np.asarray(gs) / scale, np.asarray(gu) / scale, atol=1e-5,
+    np.testing.assert_allclose(np.asarray(gi) / scale, np.asarray(gu) / scale, atol=1e-5,
                                err_msg=jax.tree_util.keystr(path))
-  assert float(jnp.abs(g_s['params']['attn']['kernel']).max()) > 0
+  assert float(jnp.abs(g_i['params']['attn']['kernel']).max()) > 0
+
+
+def test_sgdc_block_shift_gradients_equal_unfold():
+  # The fused softmax + 'shift' VJP inside the block.
+  assert_sgdc_block_matches_unfold('shift', batch=2, kernel_size=5)

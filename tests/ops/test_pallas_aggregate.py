@@ -16,11 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sgdc_jax.modules.sgdc import SGDC
 from sgdc_jax.ops import aggregate
 from sgdc_jax.ops.aggregate import aggregate_unfold, softmax_aggregate
 from sgdc_jax.ops.pallas_aggregate import softmax_aggregate_pallas
 import numpy_reference as ref
+from test_aggregate import assert_sgdc_block_matches_unfold
 
 
 def _inputs(shape, heads, k, dtype=jnp.float32, seed=0):
@@ -88,29 +88,7 @@ def test_padded_taps_take_softmax_mass():
 
 
 def test_sgdc_block_pallas_equals_unfold():
-  x = jax.random.normal(jax.random.key(0), (1, 7, 5, 16))
-  guidance = jax.random.normal(jax.random.key(1), (1, 4, 3, 8))
-  cot = jax.random.normal(jax.random.key(2), x.shape)
-  # A layer scale of 0.5 (not 1e-6) so that the aggregation branch moves the output.
-  blocks = {impl: SGDC(16, guide_channels=8, num_heads=4, kernel_size=7,
-                       layer_scale_init=0.5, impl=impl) for impl in ('unfold', 'pallas')}
-  variables = jax.jit(blocks['unfold'].init)(jax.random.key(3), x, guidance)
-  results = {}
-  for impl, block in blocks.items():
-    def value_and_grad(v, block=block):
-      y, vjp = jax.vjp(lambda v: block.apply(v, x, guidance), v)
-      return y, vjp(cot)[0]
-
-    results[impl] = jax.jit(value_and_grad)(variables)
-  (y_u, g_u), (y_p, g_p) = results['unfold'], results['pallas']
-  np.testing.assert_allclose(np.asarray(y_p), np.asarray(y_u), rtol=1e-5, atol=1e-5)
-  flat_u, flat_p = jax.tree.leaves_with_path(g_u), jax.tree.leaves(g_p)
-  assert len(flat_u) == len(flat_p)
-  for (path, gu), gp in zip(flat_u, flat_p):
-    scale = float(jnp.abs(gu).max()) + 1e-6
-    np.testing.assert_allclose(np.asarray(gp) / scale, np.asarray(gu) / scale, atol=1e-5,
-                               err_msg=jax.tree_util.keystr(path))
-  assert float(jnp.abs(g_u['params']['attn']['kernel']).max()) > 0
+  assert_sgdc_block_matches_unfold('pallas', batch=1, kernel_size=7)
 
 
 # A GPU to lower for on this CPU machine: jax >= 0.12 takes the target's compute capability from
