@@ -4,19 +4,28 @@ The bottom of the package: anything may log through it, it imports nothing of ou
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import logging
 
 
-def printable(text: str) -> str:
-  """`text` that any stream can take: bytes of an undecodable file name (held by Python as
-  lone surrogates) shown as `\\xfe`, other lone surrogates as `\\ud800`; then what the
-  console's encoding cannot hold (an ASCII terminal) escaped too (`\\xe9`)."""
+def shown_path(path) -> str:
+  """`path` (str, bytes or path-like) printable on any UTF-8 stream: bytes of an undecodable
+  file name (held by Python as lone surrogates, e.g. from `os.listdir`) shown as `\\xfe`,
+  other lone surrogates as `\\ud800`. The one escaping of names in messages."""
+  text = os.fsdecode(path)
   try:
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
   except UnicodeEncodeError:  # a lone surrogate not from a file name
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def printable(text: str) -> str:
+  """`text` that any stream can take: undecodable bytes and lone surrogates escaped
+  (`shown_path`); then what the console's encoding cannot hold (an ASCII terminal) escaped
+  too (`\\xe9`)."""
+  text = shown_path(text)
   encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
   try:
     return text.encode(encoding, "backslashreplace").decode(encoding)

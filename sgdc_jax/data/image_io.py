@@ -39,21 +39,14 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from sgdc_jax.log import shown_path
+
 # File name extensions (lower case) read as images everywhere in the package.
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.gif', '.webp')
 
 SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
 _UINT16_MAX = 65535
 EXIF_ORIENTATION = 0x0112
-
-
-def shown_path(path: str) -> str:
-  """`path` printable on any terminal: bytes that are not UTF-8 (which Python holds as lone
-  surrogates, e.g. from `os.listdir`) shown as `\\xfe`, other lone surrogates as `\\udcfe`."""
-  try:
-    return os.fsencode(path).decode('utf-8', 'backslashreplace')
-  except UnicodeError:
-    return path.encode('utf-8', 'backslashreplace').decode('utf-8')
 
 
 def pixel_limits() -> tuple[int | None, int | None]:
@@ -212,21 +205,6 @@ def decode(path: str) -> Decoded:
     frames = 1
   pixels, conversion = to_rgb_uint8(img, shown_path(path))
   return Decoded(orient(pixels, orientation), conversion, orientation, frames, img.format)
-
-
-def file_orientation(path: str) -> int:
-  """The EXIF orientation of image file `path` (`exif_orientation`), reading its header only.
-
-  Raises:
-    ValueError: as `open_image`.
-  """
-  try:
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-      with Image.open(path) as img:
-        return exif_orientation(img)
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-    return exif_orientation(open_image(path))  # raises the error naming the file
 
 
 def read_rgb(path: str) -> np.ndarray:

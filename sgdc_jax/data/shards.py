@@ -15,17 +15,13 @@ import contextlib
 import os
 
 from sgdc_jax.errors import DamagedDataError
+from sgdc_jax.log import shown_path
 
 # Random access: no read-ahead and no thread pool just to read a footer.
 _READER_OPTIONS = 'readahead_buffer_size:0,max_parallelism:0'
 # (path, size, mtime_ns, expected records) -> problem or None: a split is opened at every
 # evaluation, a shard is read only once per process while it is unchanged.
 _CHECKED: dict[tuple, str | None] = {}
-
-
-def shown(path) -> str:
-  """`path` printable whatever bytes its name holds (undecodable ones as \\xNN)."""
-  return os.fsencode(path).decode('utf-8', 'backslashreplace')
 
 
 def _first_line(error: BaseException, limit: int = 160) -> str:
@@ -98,7 +94,7 @@ def check_shards(instructions, where: str, hint: str) -> None:
     path, problem = bad[0]
     more = (f'; {len(bad) - 1} more of its {len(seen)} shards are damaged or missing'
             if len(bad) > 1 else '')
-    raise DamagedDataError(f'{where}: shard {shown(path)} {problem}{more}; {hint}')
+    raise DamagedDataError(f'{where}: shard {shown_path(path)} {problem}{more}; {hint}')
 
 
 class CheckedSource:
@@ -145,7 +141,7 @@ class CheckedSource:
         break
       start += take
     return DamagedDataError(
-        f'{self._where}: shard {shown(path)} is damaged: reading its record {record} failed '
+        f'{self._where}: shard {shown_path(path)} is damaged: reading its record {record} failed '
         f'({_first_line(error)}); {self._hint}')
 
 

@@ -225,17 +225,17 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
   num_classes = int(config.model.num_classes)
   predict = inference.make_predict_fn(exp.model, num_classes, exp.mesh)
   names = output_names(paths, bool(pcfg.save_probabilities))
-  shown = image_io.shown_path
+  shown = image_io.shown_path  # for messages; `log.log` escapes its lines itself
   for path in paths:
     if names[path] != os.path.splitext(os.path.basename(path))[0]:
-      log.log(f"predict: {shown(os.path.basename(path))}'s mask would clash with another "
-              f"input's output; it is {shown(names[path])}.png")
+      log.log(f"predict: {os.path.basename(path)}'s mask would clash with another "
+              f"input's output; it is {names[path]}.png")
   report = PredictReport(written=[], unreadable=[], skipped_non_image=others,
                          skipped_folders=folders)
   for p in others:
-    log.log(f"predict: skipping {shown(p)}: not an image file extension")
+    log.log(f"predict: skipping {p}: not an image file extension")
   for p in folders:
-    log.log(f"predict: skipping subfolder {shown(p)}: predict does not read subfolders")
+    log.log(f"predict: skipping subfolder {p}: predict does not read subfolders")
   batch_size = int(pcfg.batch_size)
   done: set[str] = set()
   pending: list[tuple[str, tuple[int, int], np.ndarray]] = []
@@ -258,9 +258,8 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
       if e.errno not in _NAME_ERRNOS:  # the folder itself (full, read-only): not one file's
         raise
       report.unwritable.append((path, e.strerror or str(e)))
-      log.log(f"predict: cannot write the mask of {shown(path)} as "
-              f"{shown(names[path])}.png in {shown(out_dir)}: {e.strerror or e}; skipped "
-              "(rename the input)")
+      log.log(f"predict: cannot write the mask of {path} as {names[path]}.png in {out_dir}: "
+              f"{e.strerror or e}; skipped (rename the input)")
 
   def flush():
     if not pending:
@@ -281,7 +280,7 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
       decoded = image_io.decode(path)
     except ValueError as e:
       report.unreadable.append((path, str(e)))
-      log.log(f"predict: cannot read {shown(path)}: {e}; skipped")
+      log.log(f"predict: cannot read {path}: {e}; skipped")
       continue
     for note in decoded.notes() + _name_notes(path):
       report.notes.setdefault(note, []).append(path)
@@ -299,13 +298,13 @@ def predict_folder(config: ml_collections.ConfigDict, workdir: str) -> PredictRe
                        "images")
   for note, noted in report.notes.items():
     log.log(f"predict: {len(noted)} image(s): {note}: "
-            f"{', '.join(shown(os.path.basename(p)) for p in noted[:5])}"
+            f"{', '.join(os.path.basename(p) for p in noted[:5])}"
             f"{' ...' if len(noted) > 5 else ''}")
   unwritable = (f", {len(report.unwritable)} mask(s) not writable under their name"
                 if report.unwritable else "")
   log.log(
       f"predict: wrote {len(report.written)} masks for {readable} readable image(s) to "
-      f"{shown(out_dir)} (checkpoint step {step}); {len(report.unreadable)} unreadable "
+      f"{out_dir} (checkpoint step {step}); {len(report.unreadable)} unreadable "
       f"image(s) skipped{unwritable}, {len(report.skipped_non_image)} non-image file(s) and "
       f"{len(report.skipped_folders)} subfolder(s) ignored")
   return report

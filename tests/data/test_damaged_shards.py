@@ -20,6 +20,7 @@ from sgdc_jax.data import pipeline, shards
 from sgdc_jax.data.prepare import prepare
 from sgdc_jax.data.sources import rebuild_hint
 from sgdc_jax.errors import DamagedDataError
+from sgdc_jax.log import shown_path
 
 NAME = 'tiny'
 SIZES = {'train': 6, 'validation': 3, 'test': 3}
@@ -178,5 +179,5 @@ def test_rebuild_hint_carries_the_pairing_options():
 
 
 def test_shard_names_are_shown_escaped():
-  assert shards.shown(os.fsdecode(b'/data/bad\xfe-train.array_record')) == (
+  assert shown_path(os.fsdecode(b'/data/bad\xfe-train.array_record')) == (
       '/data/bad\\xfe-train.array_record')

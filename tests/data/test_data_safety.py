@@ -330,7 +330,7 @@ def test_multi_frame_mask_is_refused_and_image_counted(tmp_path):
   rgb = [Image.fromarray(np.full((H, W, 3), v, np.uint8)) for v in (10, 200)]
   rgb[0].save(tmp_path / 'image.tif', save_all=True, append_images=rgb[1:])
   log = _common.ConversionLog()
-  pixels, _ = _common.read_image(str(tmp_path / 'image.tif'), log, 'train')
+  pixels, _, _ = _common.read_image(str(tmp_path / 'image.tif'), log, 'train')
   assert (pixels == 10).all()
   assert log.counts['train'] == {'image: first of 2 frames used': 1}
 
@@ -341,7 +341,7 @@ def test_exif_rotation_is_counted_and_named_in_a_size_mismatch(tmp_path):
   exif[0x0112] = 6  # shown turned by 90 degrees
   image.save(tmp_path / 'photo.jpg', exif=exif)
   log = _common.ConversionLog()
-  pixels, encoded = _common.read_image(str(tmp_path / 'photo.jpg'), log, 'train')
+  pixels, encoded, _ = _common.read_image(str(tmp_path / 'photo.jpg'), log, 'train')
   assert pixels.shape == (W, H, 3)  # as shown (image_io: EXIF orientation applied)
   assert encoded.startswith(b'\x89PNG')  # the upright pixels, not the stored JPEG
   assert log.counts['train'] == {'image: EXIF orientation 6 applied': 1}

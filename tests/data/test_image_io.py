@@ -90,7 +90,7 @@ def test_builders_use_the_scaling_and_count_it(tmp_path):
   path = str(tmp_path / 'gray16.png')
   Image.fromarray(VALUES16).save(path)
   log = _common.ConversionLog()
-  pixels, encoded = _common.read_image(path, log, 'train')
+  pixels, encoded, _ = _common.read_image(path, log, 'train')
   np.testing.assert_array_equal(pixels[..., 0], _reference_scale(VALUES16))
   assert log.counts['train'] == {'image I;16->RGB (16-bit scaled to 8-bit)': 1}
   assert encoded.startswith(b'\x89PNG')  # re-encoded losslessly as 8-bit PNG
@@ -106,7 +106,7 @@ def test_rgb_tiff_and_palette_gif_as_drive_ships_them(tmp_path):
   rng = np.random.default_rng(1)
   rgb = rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)
   Image.fromarray(rgb).save(tmp_path / 'a.tif', compression='tiff_lzw')
-  pixels, encoded = _common.read_image(str(tmp_path / 'a.tif'))
+  pixels, encoded, _ = _common.read_image(str(tmp_path / 'a.tif'))
   np.testing.assert_array_equal(pixels, rgb)
   assert encoded.startswith(b'\x89PNG')  # TIFF is stored as lossless PNG
   values = np.zeros((7, 5), np.uint8)
@@ -152,7 +152,7 @@ def test_jpeg_tagged_orientation_6_is_read_as_shown(tmp_path):
   path = str(tmp_path / 'photo.jpg')
   _tagged(path, np.zeros((24, 40, 3), np.uint8), 6)
   assert image_io.read_rgb(path).shape == (40, 24, 3)
-  assert image_io.file_orientation(path) == 6
+  assert image_io.decode(path).orientation == 6
 
 
 def test_animated_gif_first_frame_is_used_and_noted(tmp_path):
@@ -198,26 +198,27 @@ def test_prepare_reads_a_tagged_image_upright_and_turns_its_mask(tmp_path):
   path = str(tmp_path / 'photo.png')
   _tagged(path, rgb, 6)
   log = _common.ConversionLog()
-  pixels, encoded = _common.read_image(path, log, 'train')
+  pixels, encoded, orientation = _common.read_image(path, log, 'train')
+  assert orientation == 6
   np.testing.assert_array_equal(pixels, image_io.orient(rgb, 6))
   np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(encoded))), pixels)
   stored_mask = np.zeros((24, 40), np.uint8)
   stored_mask[2:5, 30:38] = 1   # not symmetric: a wrong turn would not match
-  mask = _common.align_mask(stored_mask, pixels.shape, path, 'm.png', log, 'train')
+  mask = _common.align_mask(stored_mask, pixels.shape, 6, path, 'm.png', log, 'train')
   np.testing.assert_array_equal(mask, image_io.orient(stored_mask, 6))
   upright_mask = image_io.orient(stored_mask, 6)   # drawn on the picture as shown
   np.testing.assert_array_equal(
-      _common.align_mask(upright_mask, pixels.shape, path, 'm.png', log, 'train'), upright_mask)
+      _common.align_mask(upright_mask, pixels.shape, 6, path, 'm.png', log, 'train'), upright_mask)
   assert log.counts['train'] == {
       'image: EXIF orientation 6 applied': 1,
       'mask: turned with its image (EXIF orientation 6)': 1,
       'mask: drawn on the upright view (EXIF orientation 6 of its image), used as is': 1}
   with pytest.raises(ValueError, match=r'mask m\.png has size 41x24 \(WxH\) but its image '
                      r'.*photo\.png is 40x24 as stored, 24x40 as shown \(EXIF orientation 6\)'):
-    _common.align_mask(np.zeros((24, 41), np.uint8), pixels.shape, path, 'm.png')
+    _common.align_mask(np.zeros((24, 41), np.uint8), pixels.shape, 6, path, 'm.png')
   jpeg = str(tmp_path / 'photo.jpg')
   _tagged(jpeg, rgb, 6)
-  _, encoded = _common.read_image(jpeg)
+  _, encoded, _ = _common.read_image(jpeg)
   assert encoded.startswith(b'\x89PNG')  # not the stored JPEG: it would decode turned back
 
 

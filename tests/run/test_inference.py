@@ -78,14 +78,9 @@ def test_native_eval_and_predict_score_every_record_at_its_size(tmp_path):
     Image.fromarray(np.random.default_rng(h).integers(0, 255, (h, w, 3), np.uint8)).save(
         src / name)
   result = run_script(f"""
-    from sgdc_jax.run import checkpoints, evaluate, experiment, inference, predict
-    from sgdc_jax.run import workdir as workdir_lib
+    from sgdc_jax.run import evaluate, inference, predict
     c = tiny_config()
-    # A workdir as training leaves it, without compiling a train step: record + checkpoint.
-    workdir_lib.record_training_config(c, {work!r})
-    ck = checkpoints.Checkpointer(experiment.checkpoint_dir({work!r}))
-    ck.save(1, experiment.init_state(experiment.build(c)))
-    ck.wait_until_finished(); ck.close()
+    untrained_workdir(c, {work!r})
     c.eval.checkpoint = 'latest'
     c.eval.resolution = 'native'
     c.eval.window = 32; c.eval.overlap = 0.5; c.eval.tta = 'flips'

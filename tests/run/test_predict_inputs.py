@@ -61,14 +61,9 @@ def test_predict_goes_on_past_bad_files_and_reports_each_decision(tmp_path):
   script = "import sgdc_jax\n" + TINY + textwrap.dedent(f"""
     from PIL import Image
     Image.MAX_IMAGE_PIXELS = 2000   # PIL's large-image limit, lowered so the test stays cheap
-    from sgdc_jax.run import checkpoints, experiment, predict
-    from sgdc_jax.run import workdir as workdir_lib
+    from sgdc_jax.run import predict
     c = tiny_config()
-    # A workdir as training leaves it, without compiling a train step: record + checkpoint.
-    workdir_lib.record_training_config(c, {work!r})
-    ck = checkpoints.Checkpointer(experiment.checkpoint_dir({work!r}))
-    ck.save(1, experiment.init_state(experiment.build(c)))
-    ck.wait_until_finished(); ck.close()
+    untrained_workdir(c, {work!r})
     c.eval.checkpoint = 'latest'
     c.predict.input_dir = {str(tmp_path / 'in')!r}
     c.predict.output_dir = {out!r}

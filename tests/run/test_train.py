@@ -44,6 +44,14 @@ TINY = textwrap.dedent("""
       c.eval.batch_size = 2; c.eval.overlays = 2
       c.optimizer.warmup_steps = 1
       return c
+    def untrained_workdir(c, workdir):
+      # A workdir as training leaves it (record + step-1 checkpoint), without a train step.
+      from sgdc_jax.run import checkpoints, experiment
+      from sgdc_jax.run import workdir as workdir_lib
+      workdir_lib.record_training_config(c, workdir)
+      ck = checkpoints.Checkpointer(experiment.checkpoint_dir(workdir))
+      ck.save(1, experiment.init_state(experiment.build(c)))
+      ck.wait_until_finished(); ck.close()
 """)
 
 

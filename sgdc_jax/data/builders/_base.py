@@ -135,17 +135,20 @@ class SegmentationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     else:
       logging.info('%s %s: %d examples, no colour conversions', self.name, split, n)
 
-  def _load_pair(self, image_path: str, mask_path: str, split: str) -> tuple[bytes, np.ndarray]:
-    """Decodes and validates one image/mask pair; returns (stored image bytes, mask (H, W))."""
-    pixels, encoded = _common.read_image(image_path, self._log, split)
+  def _load_pair(self, image_path: str, mask_path: str,
+                 split: str) -> tuple[bytes, np.ndarray, int]:
+    """Decodes and validates one image/mask pair; returns (stored image bytes, mask (H, W),
+    the image's EXIF orientation for further files drawn on it)."""
+    pixels, encoded, orientation = _common.read_image(image_path, self._log, split)
     mask = _common.read_mask(mask_path, self._log, split)
-    mask = _common.align_mask(mask, pixels.shape, image_path, mask_path, self._log, split)
-    return encoded, mask
+    mask = _common.align_mask(mask, pixels.shape, orientation, image_path, mask_path, self._log,
+                              split)
+    return encoded, mask, orientation
 
   def _load_example(self, paths: Sequence[str | None], split: str) -> dict:
     """The features of one example but its id, from the paths after the id in a pair tuple
     (`(image_path, mask_path)` here; builders with more files per example override it)."""
-    encoded, mask = self._load_pair(*paths, split)
+    encoded, mask, _ = self._load_pair(*paths, split)
     return {'image': encoded, 'mask': mask}
 
   def _generate_pairs(self, pairs: Sequence[tuple], split: str) -> Iterator[tuple[str, dict]]:

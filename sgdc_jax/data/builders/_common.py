@@ -62,8 +62,9 @@ class ConversionLog:
 
 def read_image(path: str,
                log: ConversionLog | None = None,
-               split: str = '') -> tuple[np.ndarray, bytes]:
-  """Decodes an image file (`image_io.decode`) and returns pixels plus bytes to store.
+               split: str = '') -> tuple[np.ndarray, bytes, int]:
+  """Decodes an image file (`image_io.decode`) and returns pixels, bytes to store and the
+  EXIF orientation applied (for `align_mask`, which would otherwise read the file again).
 
   Grayscale, 16-bit (scaled to 8 bit), RGBA, paletted, CMYK, ... images are converted to RGB
   by `image_io.to_rgb_uint8`, an EXIF orientation is applied, the first frame of an animated
@@ -77,7 +78,8 @@ def read_image(path: str,
     split: split name used as the counter key.
 
   Returns:
-    `(pixels, encoded)`: pixels uint8 `(H, W, 3)`, upright; encoded JPEG or PNG bytes.
+    `(pixels, encoded, orientation)`: pixels uint8 `(H, W, 3)`, upright; encoded JPEG or PNG
+    bytes; the file's EXIF orientation (1: none).
 
   Raises:
     ValueError: the file is missing, cannot be decoded or is too large (message names it).
@@ -89,12 +91,12 @@ def read_image(path: str,
     _count(log, split, f'image {decoded.conversion}')
   elif decoded.format == 'JPEG' and decoded.orientation == 1:
     with open(path, 'rb') as f:
-      return decoded.pixels, f.read()
-  return decoded.pixels, encode_png(decoded.pixels)
+      return decoded.pixels, f.read(), decoded.orientation
+  return decoded.pixels, encode_png(decoded.pixels), decoded.orientation
 
 
-def align_mask(mask: np.ndarray, image_shape: Sequence[int], image_path: str, mask_path: str,
-               log: ConversionLog | None = None, split: str = '',
+def align_mask(mask: np.ndarray, image_shape: Sequence[int], orientation: int, image_path: str,
+               mask_path: str, log: ConversionLog | None = None, split: str = '',
                kind: str = 'mask') -> np.ndarray:
   """`mask` (or roi, `kind='roi'`) `(H, W)` turned as its image was, checked against its size.
 
@@ -106,6 +108,7 @@ def align_mask(mask: np.ndarray, image_shape: Sequence[int], image_path: str, ma
   Args:
     mask: the mask's values `(h, w)`, as read from `mask_path`.
     image_shape: the upright image's shape, `(H, W, ...)`.
+    orientation: the image's EXIF orientation, as `read_image` returned it.
 
   Returns:
     the mask `(H, W)` in the upright image's pixels.
@@ -113,7 +116,6 @@ def align_mask(mask: np.ndarray, image_shape: Sequence[int], image_path: str, ma
   Raises:
     ValueError: the sizes differ (`check_same_size`).
   """
-  orientation = image_io.file_orientation(image_path)
   upright = tuple(image_shape[:2])
   if orientation != 1:
     stored = image_io.oriented_shape(upright, orientation)  # the turn is its own size inverse

@@ -572,23 +572,25 @@ class Folder(_base.SegmentationBuilder, skip_registration=True):
     return self._generate_pairs(pairs, split)
 
   def _load_pair(self, image_path: str, mask_path: str, split: str):
-    pixels, encoded = _common.read_image(image_path, self._log, split)
+    pixels, encoded, orientation = _common.read_image(image_path, self._log, split)
     values = _common.read_mask_values(mask_path, self._log, split)
     mask = labels_from_values(values, self.options, mask_path)
-    mask = _common.align_mask(mask, pixels.shape, image_path, mask_path, self._log, split)
+    mask = _common.align_mask(mask, pixels.shape, orientation, image_path, mask_path, self._log,
+                              split)
     with self._lock:
       self._ambiguous[split] = self._ambiguous.get(split, 0) + ambiguous_pixels(values)
       self._pixels[split] = self._pixels.get(split, 0) + int(values.size)
-    return encoded, mask
+    return encoded, mask, orientation
 
   def _load_example(self, paths, split):
-    example = super()._load_example(paths[:2], split)
+    encoded, mask, orientation = self._load_pair(*paths[:2], split)
+    example = {'image': encoded, 'mask': mask}
     if self.options.rois is not None:
-      example['roi'] = self._load_roi(paths[2], paths[0], example['mask'].shape, split)
+      example['roi'] = self._load_roi(paths[2], paths[0], mask.shape, orientation, split)
     return example
 
   def _load_roi(self, roi_path: str | None, image_path: str, shape: tuple[int, int],
-                split: str) -> np.ndarray:
+                orientation: int, split: str) -> np.ndarray:
     """uint8 `(H, W)` region of interest, 1 inside; the whole image (counted) without a file.
 
     Raises:
@@ -603,7 +605,8 @@ class Folder(_base.SegmentationBuilder, skip_registration=True):
       return np.ones(shape, np.uint8)
     values = _common.read_mask_values(roi_path, self._log, split, kind='roi')
     roi = _common.binarize_mask(values, roi_path, kind='roi')
-    return _common.align_mask(roi, shape, image_path, roi_path, self._log, split, kind='roi')
+    return _common.align_mask(roi, shape, orientation, image_path, roi_path, self._log, split,
+                              kind='roi')
 
   def _record_split_done(self, split: str, n: int) -> None:
     with self._lock:
