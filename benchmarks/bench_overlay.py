@@ -75,11 +75,9 @@ def run_case(height: int, width: int, path: str, runs: int) -> dict:
     draw(png, *arrays, "traced")
     host_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    png_kib = os.path.getsize(png) / 1024
   return {"size": f"{height}x{width}", "path": path, "median_s": statistics.median(times),
           "min_s": min(times), "runs": runs, "host_peak_mib": host_peak / 2**20,
-          "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-          "png_kib": png_kib}
+          "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ One line `error: ...` on stderr, no traceback unless `SGDC_DEBUG=1` (see `sgdc_j
 
 from __future__ import annotations
 
+from typing import Iterator, Optional
+
 EXIT_USER_ERROR = 2
 EXIT_NON_FINITE = 3
 EXIT_WORKDIR = 4
@@ -80,6 +82,15 @@ EXIT_CODES: tuple[tuple[tuple[type[BaseException], ...], int], ...] = (
     ((WorkdirError, NoIntactCheckpointError), EXIT_WORKDIR),
     ((ValueError, OSError), EXIT_USER_ERROR),  # OSError includes FileNotFoundError
 )
+
+
+def chain(error: Optional[BaseException]) -> Iterator[BaseException]:
+  """`error`, then the exception it was raised from or during, and so on (each once)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    yield error
+    error = error.__cause__ or error.__context__
 
 
 def exit_code(error: BaseException) -> int | None:

@@ -15,8 +15,8 @@ This module:
   first failed one, so the main thread's one-line `CheckpointSaveError` is all the user sees;
 - `remove_partial(directory, step)`: deletes the step's temporary folder at once (Orbax would
   delete it only when the next run opens the directory);
-- `space_warning(directory, step)`: before a save, a warning when the free space of the file
-  system is smaller than the last complete checkpoint.
+- `space_warning(directory, step, last_step, last_bytes)`: before a save, a warning when the
+  free space of the file system is smaller than the last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ import os
 import re
 import shutil
 import sys
-from typing import Iterator, Optional
+from typing import Optional
+
+from sgdc_jax.errors import chain
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # Orbax's atomicity_types.TMP_DIR_SUFFIX
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -36,20 +38,10 @@ _FULL_TEXT = re.compile("|".join([re.escape(os.strerror(e)) for e in _FULL_ERRNO
     rf"os_error_code='{e}'" for e in _FULL_ERRNOS]))
 
 
-def _chain(error: BaseException) -> Iterator[BaseException]:
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    yield error
-    error = error.__cause__ or error.__context__
-
-
 def is_disk_full(error: Optional[BaseException]) -> bool:
   """Whether `error` or an exception it wraps says the disk (or the user's quota) is full."""
-  if error is None:
-    return False
   return any((isinstance(e, OSError) and e.errno in _FULL_ERRNOS) or _FULL_TEXT.search(str(e))
-             for e in _chain(error))
+             for e in chain(error))
 
 
 class _DropDiskFull(logging.Filter):

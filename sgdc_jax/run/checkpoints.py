@@ -112,6 +112,15 @@ def retention_policy(keep_best: int) -> ocp.checkpoint_managers.AnyPreservationP
   return ocp.checkpoint_managers.AnyPreservationPolicy([
       ocp.checkpoint_managers.LatestN(n=1),
       OnlyWithMetrics(ocp.checkpoint_managers.BestN(get_metric_fn=_best_metric, n=keep_best))])
+
+
+def last_complete_step(directory: str, excluding: Optional[int] = None) -> Optional[int]:
+  """The newest finalised step in `directory` other than `excluding` (what a rerun resumes
+  from), or None; the temporary folder of a save in flight or failed is not a step."""
+  steps = [s for s in ocp.utils.checkpoint_steps(directory) if s != excluding]
+  return max(steps) if steps else None
+
+
 class Checkpointer:
   """Thin wrapper over ``ocp.CheckpointManager`` for this project's two items."""
 
@@ -136,7 +145,7 @@ class Checkpointer:
           self.directory, options=options,
           item_names=("state", "data", checkpoint_recovery.FINGERPRINT_ITEM))
     self._pending: Optional[int] = None  # the step whose asynchronous save is not waited for
-    self._sizes: dict[int, int] = {}     # bytes of complete steps (the free-space check)
+    self._last_size: tuple[int, int] = (-1, 0)  # (step, bytes) of the last complete save
     if not read_only:
       checkpoint_space.silence_disk_full_noise()
 
@@ -170,10 +179,10 @@ class Checkpointer:
     last = self._mngr.latest_step()
     if last is None:
       return
-    if last not in self._sizes:
-      self._sizes[last] = checkpoint_space.tree_bytes(
-          checkpoint_recovery.step_path(self._mngr, last))
-    warning = checkpoint_space.space_warning(self.directory, step, last, self._sizes[last])
+    if self._last_size[0] != last:  # each step's folder is walked once
+      self._last_size = (last, checkpoint_space.tree_bytes(
+          checkpoint_recovery.step_path(self._mngr, last)))
+    warning = checkpoint_space.space_warning(self.directory, step, last, self._last_size[1])
     if warning:
       log.log(warning)
 
@@ -183,9 +192,9 @@ class Checkpointer:
     if step is None or not checkpoint_space.is_disk_full(error):
       raise error
     removed = checkpoint_space.remove_partial(self.directory, step)
-    complete = [s for s in ocp.utils.checkpoint_steps(self.directory) if s != step]
-    last, rerun = (f"the last complete checkpoint is step {max(complete)}", "resume") if (
-        complete) else ("no checkpoint is complete yet", "start again from step 0")
+    complete = last_complete_step(self.directory, excluding=step)
+    last, rerun = (f"the last complete checkpoint is step {complete}", "resume") if (
+        complete is not None) else ("no checkpoint is complete yet", "start again from step 0")
     free = checkpoint_space.free_bytes(self.directory)
     raise CheckpointSaveError(
         f"no space left on device while saving checkpoint {step} to {self.directory}"

@@ -26,6 +26,7 @@ import jax
 import ml_collections
 
 from sgdc_jax.errors import WorkdirError
+from sgdc_jax.log import printable
 from sgdc_jax.run import config as config_lib
 from sgdc_jax.run import experiment, inference
 from sgdc_jax.run import outputs
@@ -71,11 +72,6 @@ def output_dir(config: ml_collections.ConfigDict, workdir: str, split: str, step
   return outputs.eval_dir(workdir, config.data.name, split, step)
 
 
-def _shown(path: str) -> str:
-  """`path` printable whatever bytes its name holds."""
-  return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
 def check_writable(out_dir: str, workdir: str, chosen: str) -> None:
   """Creates `out_dir` and writes (and removes) a file in it, so that an unwritable folder
   stops the evaluation before it scores anything.
@@ -96,9 +92,9 @@ def check_writable(out_dir: str, workdir: str, chosen: str) -> None:
     why = ("is on a read-only file system" if e.errno == errno.EROFS else
            f"is not writable ({e.strerror or e})")
     if chosen:
-      raise ValueError(f"eval.output_dir {_shown(chosen)} {why}: cannot write the evaluation "
-                       f"outputs in {_shown(out_dir)}; choose a writable folder") from None
+      raise ValueError(f"eval.output_dir {printable(chosen)} {why}: cannot write the evaluation "
+                       f"outputs in {printable(out_dir)}; choose a writable folder") from None
     raise WorkdirError(
-        f"workdir {_shown(workdir)} {why}, so --mode=eval cannot write its outputs in "
-        f"{_shown(out_dir)}; nothing was evaluated. Pass --config.eval.output_dir=DIR to write "
+        f"workdir {printable(workdir)} {why}, so --mode=eval cannot write its outputs in "
+        f"{printable(out_dir)}; nothing was evaluated. Pass --config.eval.output_dir=DIR to write "
         f"them to a writable folder DIR (the workdir is only read)") from None

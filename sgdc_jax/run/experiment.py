@@ -21,8 +21,8 @@ import optax
 
 from sgdc_jax.run import checkpoints as checkpointing
 from sgdc_jax import models
-from sgdc_jax.checks import is_number
 from sgdc_jax.errors import ConfigError
+from sgdc_jax.run import config as config_lib
 from sgdc_jax.run import peers
 from sgdc_jax.run import sharding as shd
 from sgdc_jax.run import train_state as ts
@@ -53,28 +53,28 @@ def multiprocess_from_env(env=None) -> Optional[dict]:
 
 
 def initialize_processes(config: Optional[ml_collections.ConfigDict] = None, *,
-                         checkpoint_dir: str = "", command: str = "") -> Optional[peers.Watchdog]:
+                         checkpoint_dir: str = "") -> Optional[peers.Watchdog]:
   """Calls `jax.distributed.initialize` when `multiprocess_from_env()` asks for it; must run
   before anything touches the devices.
 
   Several processes are then watched (`sgdc_jax.run.peers`): a lost one ends every other
   within `config.mesh.peer_timeout_s` seconds (default 60) with one line naming it,
-  `checkpoint_dir`'s last complete step and `command` (default: this process's command line).
+  `checkpoint_dir`'s last complete step and this process's command line.
 
   Returns:
     The started `peers.Watchdog` (pass it to `peers.guard`), or None for a single process.
   Raises:
-    ConfigError: `mesh.peer_timeout_s` is not a number > 0 (checked here: the config is
-      validated later, after the processes are up).
+    ConfigError: `mesh.peer_timeout_s` breaks its rule in `config_lib.RULES` (checked here:
+      the config is validated later, after the processes are up).
   """
   dist = multiprocess_from_env()
   if dist is None:
     return None
   timeout_s = peers.DEFAULT_TIMEOUT_S if config is None else config.mesh.peer_timeout_s
-  if not is_number(timeout_s) or timeout_s <= 0:
-    raise ConfigError(f"mesh.peer_timeout_s={timeout_s!r}: must be a number > 0 (seconds)")
-  return peers.initialize(dist, timeout_s=float(timeout_s), checkpoint_dir=checkpoint_dir,
-                          command=command)
+  valid, expected = config_lib.RULES["mesh.peer_timeout_s"]
+  if not valid(timeout_s):
+    raise ConfigError(f"mesh.peer_timeout_s: expected {expected}, got {timeout_s!r}")
+  return peers.initialize(dist, timeout_s=float(timeout_s), checkpoint_dir=checkpoint_dir)
 
 
 def default_cache_dir() -> str:

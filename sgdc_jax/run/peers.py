@@ -42,7 +42,8 @@ import time
 from typing import Any, Callable, Iterator, Optional
 
 from sgdc_jax.log import printable
-from sgdc_jax.errors import DEBUG_ENV, EXIT_INTERRUPTED, PeerLostError, exit_code
+from sgdc_jax.errors import DEBUG_ENV, EXIT_INTERRUPTED, PeerLostError, chain, exit_code
+from sgdc_jax.run.checkpoints import last_complete_step
 
 DEFAULT_TIMEOUT_S = 60.0
 PREFIX = "sgdc_jax/peers/"
@@ -68,14 +69,6 @@ def command_line(argv: Optional[list[str]] = None) -> str:
   spec = getattr(sys.modules.get("__main__"), "__spec__", None)
   head = ["python", "-m", spec.name] if spec is not None and spec.name else ["python", argv[0]]
   return shlex.join(head + list(argv[1:]))
-
-
-def last_complete_step(directory: str) -> Optional[int]:
-  """The newest finalised Orbax step in `directory` (what a rerun resumes from), or None;
-  temporary folders of a save in flight are not steps."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top  (only when reporting)
-  steps = ocp.path.step.checkpoint_steps(directory)
-  return max(steps) if steps else None
 
 
 def _gone(address: str, within_s: float = 3.0) -> bool:
@@ -284,11 +277,10 @@ class Watchdog:
 
   # ------------------------------------------------------------------ the main thread
 
-  def wait_for_report(self, max_s: Optional[float] = None) -> None:
+  def wait_for_report(self) -> None:
     """Blocks while the watchdog may still find a lost peer (it then ends the process);
-    returns after `max_s` (default: one timeout and a few heartbeats) if none is found."""
-    deadline = time.monotonic() + (self.timeout_s + 3 * self.interval_s + 2
-                                   if max_s is None else max_s)
+    returns after one timeout and a few heartbeats if none is found."""
+    deadline = time.monotonic() + self.timeout_s + 3 * self.interval_s + 2
     while time.monotonic() < deadline and self._thread is not None and self._thread.is_alive():
       time.sleep(min(0.2, self.interval_s))
 
@@ -303,16 +295,8 @@ class Watchdog:
 def caused_by_peer(error: BaseException) -> bool:
   """Whether `error` (or an error it came from) looks like a collective or the coordination
   service failing because a peer is gone."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    if type(error).__name__ in ("JaxRuntimeError", "XlaRuntimeError"):
-      return True
-    text = str(error).lower()
-    if any(hint in text for hint in _PEER_ERROR_HINTS):
-      return True
-    error = error.__cause__ or error.__context__
-  return False
+  return any(type(e).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
+             or any(hint in str(e).lower() for hint in _PEER_ERROR_HINTS) for e in chain(error))
 
 
 def _status_of(error: BaseException) -> int:
@@ -393,8 +377,8 @@ def _with_error_callback(callback: Callable[..., None]) -> Iterator[None]:
     module.get_distributed_runtime_client = original
 
 
-def initialize(dist: dict, *, timeout_s: float = DEFAULT_TIMEOUT_S, checkpoint_dir: str = "",
-               command: str = "") -> Watchdog:
+def initialize(dist: dict, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+               checkpoint_dir: str = "") -> Watchdog:
   """`jax.distributed.initialize(**dist)` with the runtime's heartbeat timeout set above
   `timeout_s` and its error path hooked, then a started `Watchdog`."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -410,5 +394,5 @@ def initialize(dist: dict, *, timeout_s: float = DEFAULT_TIMEOUT_S, checkpoint_d
   state = distributed.global_state  # (not jax.process_index(): that would start the backend)
   holder.append(Watchdog(state.client, state.process_id, state.num_processes,
                          state.coordinator_address or "", timeout_s,
-                         checkpoint_dir=checkpoint_dir, command=command))
+                         checkpoint_dir=checkpoint_dir))
   return holder[0].start()

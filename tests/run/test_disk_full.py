@@ -91,7 +91,7 @@ def test_space_warning_when_the_last_checkpoint_would_not_fit(tmp_path):
   assert checkpoint_space.space_warning(str(tmp_path), 1, None, None) is None
 
 
-def test_full_disk_noise_is_dropped_and_other_errors_kept(capsys):
+def test_full_disk_noise_is_dropped_and_other_errors_kept():
   checkpoint_space.silence_disk_full_noise()
   logger = logging.getLogger("absl")
   full = logger.makeRecord("absl", logging.ERROR, "f.py", 1, "Save Finalize thread failed.", (),

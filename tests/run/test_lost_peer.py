@@ -20,7 +20,7 @@ import pytest
 from sgdc_jax import errors
 from sgdc_jax.run import checkpoints as checkpointing
 from sgdc_jax.run import config as config_lib
-from sgdc_jax.run import peers
+from sgdc_jax.run import experiment, peers
 
 from test_fault_injection import TINY_FLAGS  # pylint: disable=wrong-import-order
 from test_multiprocess import free_port  # pylint: disable=wrong-import-order
@@ -201,12 +201,18 @@ def test_a_collective_failing_for_a_lost_peer_waits_for_the_report():
   assert len(lines) == 1 and lines[0].startswith("error: lost process 1 of 2: no heartbeat")
 
 
-def test_peer_timeout_is_a_config_field():
+def test_peer_timeout_is_a_config_field(monkeypatch):
   c = config_lib.get_config()
   assert c.mesh.peer_timeout_s == 60.0
   c.mesh.peer_timeout_s = 0
   with pytest.raises(errors.ConfigError, match="mesh.peer_timeout_s"):
     config_lib.validate_config(c, mode="train")
+  # Several processes: checked (by the same rule) before the processes connect.
+  monkeypatch.setattr(experiment, "multiprocess_from_env", lambda: {"num_processes": 2})
+  monkeypatch.setattr(peers, "initialize", lambda *a, **k: pytest.fail("initialized"))
+  with pytest.raises(errors.ConfigError,
+                     match=r"^mesh.peer_timeout_s: expected a number > 0 \(seconds\), got 0\.0$"):
+    experiment.initialize_processes(c)
 
 
 # ----------------------------------------------------------------- two processes, one killed
