@@ -152,12 +152,6 @@ def output_names(paths: list[str], save_probabilities: bool = False) -> dict[str
       raise RuntimeError(f"predict: no unique output names for {paths}")
 
 
-def read_image(path: str) -> np.ndarray:
-  """uint8 (H, W, 3) RGB, upright (`image_io.decode`); raises `ValueError` naming the file when
-  it is not a readable image."""
-  return image_io.read_rgb(path)
-
-
 def _name_notes(path: str) -> list[str]:
   """`['name not valid UTF-8 ...']` when the file name holds undecodable bytes, else `[]`."""
   try:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sgdc_jax.data import pipeline
+from sgdc_jax.data import image_io, pipeline
 from sgdc_jax.run import config as config_lib
 from sgdc_jax.run import predict
 
@@ -36,9 +36,9 @@ def test_list_inputs_and_read_errors(tmp_path):
   assert [os.path.basename(p) for p in images] == ["a.png", "b.jpg", "broken.png", "c.bmp"]
   assert [os.path.basename(p) for p in others] == ["notes.txt"]
   assert folders == []
-  assert predict.read_image(images[0]).shape == (50, 70, 3)
+  assert image_io.read_rgb(images[0]).shape == (50, 70, 3)
   with pytest.raises((OSError, ValueError, SyntaxError)):
-    predict.read_image(images[2])
+    image_io.read_rgb(images[2])
 
 
 def test_output_dir_must_be_outside_input_and_creatable(tmp_path):
@@ -120,9 +120,9 @@ def test_list_inputs_follows_links_and_names_subfolders(tmp_path):
   names = [os.path.basename(p) for p in images]
   assert "linked.png" in names and "dangling.jpg" in names
   assert [os.path.basename(p) for p in folders] == ["linked_dir", "sub"]
-  assert predict.read_image(str(src / "linked.png")).shape == (50, 70, 3)
+  assert image_io.read_rgb(str(src / "linked.png")).shape == (50, 70, 3)
   with pytest.raises(ValueError, match=r"dangling\.jpg is a broken symbolic link"):
-    predict.read_image(str(src / "dangling.jpg"))
+    image_io.read_rgb(str(src / "dangling.jpg"))
 
 
 @pytest.mark.parametrize("content", ["subfolders", "nothing", "text"])
