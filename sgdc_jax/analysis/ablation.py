@@ -40,7 +40,7 @@ from sgdc_jax.analysis import report
 from sgdc_jax import cli
 from sgdc_jax.run import config as config_lib
 from sgdc_jax.analysis import diagnose
-from sgdc_jax.run import evaluate, experiment, train
+from sgdc_jax.run import evaluate, experiment, peers, train
 from sgdc_jax import models
 from sgdc_jax.modules import KERNEL_SOURCES
 
@@ -362,10 +362,11 @@ def _main(values: dict[str, Any]) -> None:
     seeds = [int(s) for s in values['seeds']]
   except ValueError:
     raise ValueError(f'--seeds must be integers; got {values["seeds"]}') from None
-  experiment.initialize_processes()
-  experiment.enable_compilation_cache(values['config'])
-  paths = run_ablation(values['config'], values['workdir'], values['sources'], seeds,
-                       values['split'])
+  # Several processes: a lost one ends the others with one line (exit 5), as in main.
+  with peers.guard(experiment.initialize_processes(values['config'])):
+    experiment.enable_compilation_cache(values['config'])
+    paths = run_ablation(values['config'], values['workdir'], values['sources'], seeds,
+                         values['split'])
   if paths:
     print('[ablation] report: ' + ', '.join(paths.values()))
 

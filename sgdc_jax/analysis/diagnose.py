@@ -41,7 +41,7 @@ from ml_collections import config_flags
 from sgdc_jax.analysis import report as ablation_report, knockouts
 from sgdc_jax import cli
 from sgdc_jax.data import pipeline, transforms
-from sgdc_jax.run import experiment, inference, windows
+from sgdc_jax.run import experiment, inference, peers, windows
 from sgdc_jax.run import outputs
 from sgdc_jax.run import config as config_lib
 from sgdc_jax import metrics as metrics_lib
@@ -368,9 +368,9 @@ def _main(values: dict[str, Any]) -> None:
     config = config_from_record(recorded)
   if values['data_dir'] is not None:
     config.data.data_dir = values['data_dir']
-  experiment.initialize_processes()
-  experiment.enable_compilation_cache(config)
-  result = diagnose(config, workdir, values['split'], values['edge_tolerance'])
+  with peers.guard(experiment.initialize_processes(config)):  # as in main: exit 5, one line
+    experiment.enable_compilation_cache(config)
+    result = diagnose(config, workdir, values['split'], values['edge_tolerance'])
   if jax.process_index() == 0:
     print(markdown(result))
     print(f"[diagnose] outputs: {result['output_dir']}")
