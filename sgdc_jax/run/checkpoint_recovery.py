@@ -36,7 +36,7 @@ from jax import lax
 from jax.experimental import multihost_utils
 
 from sgdc_jax import log
-from sgdc_jax.errors import NoIntactCheckpointError
+from sgdc_jax.errors import NoIntactCheckpointError, chain
 from sgdc_jax.run import sharding as shd
 
 FINGERPRINT_ITEM = "fingerprint"
@@ -164,9 +164,7 @@ def _one_line(error: BaseException) -> str:
 def describe_error(error: BaseException) -> str:
   """One line for a restore failure: the exception and, when it wraps another, the innermost
   cause (type and message, without TensorStore's JSON spec dump)."""
-  root = error
-  while (root.__cause__ or root.__context__) is not None:
-    root = root.__cause__ or root.__context__
+  *_, root = chain(error)
   outer = _one_line(error)
   return outer if root is error else f"{outer}; cause: {_one_line(root)}"
 
